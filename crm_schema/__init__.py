@@ -1,0 +1,1 @@
+"""crm-sync database layer: tables, migrations, engine factory and small query helpers."""
