@@ -105,7 +105,8 @@ def add_integration(
         ).first()
         if dup is not None:
             raise IntegrationError(
-                f"a {provider} integration with uuid {integration_uuid} already exists (id {dup.id})"
+                f"a {provider} integration with uuid {integration_uuid} "
+                f"already exists (id {dup.id})"
             )
     try:
         new_id = conn.execute(
