@@ -59,7 +59,8 @@ class Integration:
 def mask_secret(value: object) -> str:
     """Mask a secret, keeping only enough to tell two apart."""
     text = "" if value is None else str(value)
-    if len(text) <= 8:
+    # Only long tokens show a tail: four characters of a short one give too much away.
+    if len(text) < 16:
         return "****"
     return f"****{text[-4:]}"
 
@@ -105,8 +106,7 @@ def add_integration(
         ).first()
         if dup is not None:
             raise IntegrationError(
-                f"a {provider} integration with uuid {integration_uuid} "
-                f"already exists (id {dup.id})"
+                f"{provider} integration with uuid {integration_uuid} already exists (id {dup.id})"
             )
     try:
         new_id = conn.execute(
@@ -125,7 +125,7 @@ def add_integration(
         ).scalar_one()
     except IntegrityError as exc:  # a concurrent add won the race
         raise IntegrationError(
-            f"a {provider} integration with uuid {integration_uuid} already exists"
+            f"{provider} integration with uuid {integration_uuid} already exists"
         ) from exc
     return get_integration(conn, new_id)
 

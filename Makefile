@@ -1,0 +1,42 @@
+# crm-sync developer commands. `make dev` and `make test` need nothing but python3.11.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: dev test lint format bench bench-receiver bench-quota clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+## dev: migrate the embedded SQLite database and run the demo stack (Ctrl-C stops it)
+dev: $(STAMP)
+	$(BIN)/crm-sync db upgrade
+	$(BIN)/python -m provider_emulators.devstack
+
+## test: lint, then the whole suite (PostgreSQL half needs TEST_DATABASE_URL)
+test: $(STAMP) lint
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+## bench: every benchmark (tables on stdout, JSON under bench/results/)
+bench: bench-receiver bench-quota
+
+bench-receiver: $(STAMP)
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(BIN)/python bench/receiver.py
+
+bench-quota: $(STAMP)
+	$(BIN)/python bench/quota.py --provider allio --processes 3 --seconds 30
+
+clean:
+	rm -rf $(VENV) .data .pytest_cache .ruff_cache

@@ -1,0 +1,150 @@
+"""`crm-sync` CLI: migrations, integrations, clear errors, secrets never printed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from crm_schema.cli import main
+from tests.conftest import count_rows
+
+TOKEN = "tok-SECRET-0123456789abcdef"
+UUID = "0b7d6c3e-1f2a-4b5c-9d8e-7f6a5b4c3d2e"
+
+
+def run(database_url: str, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, [*args], env={"DATABASE_URL": database_url})
+    return result.exit_code, result.output
+
+
+def add(database_url: str, *extra: str, uuid: str = UUID) -> tuple[int, str]:
+    return run(
+        database_url,
+        "integrations",
+        "add",
+        "--provider",
+        "allio",
+        "--name",
+        "Demo estate",
+        "--integration-uuid",
+        uuid,
+        "--api-base-url",
+        "http://127.0.0.1:9/",
+        "--api-token",
+        TOKEN,
+        *extra,
+    )
+
+
+def test_db_upgrade_creates_sqlite_file(tmp_path) -> None:
+    path = tmp_path / "sub" / "crm.sqlite3"
+    code, out = run(f"sqlite:///{path}", "db", "upgrade")
+    assert code == 0, out
+    assert path.exists()
+    code, out = run(f"sqlite:///{path}", "integrations", "list")
+    assert code == 0 and "no integrations" in out
+
+
+def test_add_json_and_lifecycle(database_url: str, engine) -> None:
+    code, out = add(database_url, "--json", "--delete-control")
+    assert code == 0, out
+    data = json.loads(out)
+    assert data["provider"] == "allio"
+    assert data["webhook_path"] == f"/webhooks/allio/{data['webhook_key']}"
+    # token_urlsafe(24): 32 characters of base64 = 192 random bits
+    assert len(data["webhook_key"]) >= 22
+    assert data["settings"]["delete_control"] is True
+    assert TOKEN not in out
+    assert count_rows(engine, "integrations") == 1
+
+    code, out = run(database_url, "integrations", "list", "--json")
+    assert code == 0 and TOKEN not in out
+    [listed] = json.loads(out)
+    assert listed["id"] == data["id"] and listed["is_active"] is True
+
+    code, out = run(database_url, "integrations", "disable", str(data["id"]))
+    assert code == 0 and "disabled" in out
+    code, out = run(database_url, "integrations", "show", str(data["id"]), "--json")
+    assert json.loads(out)["is_active"] is False and TOKEN not in out
+    code, out = run(database_url, "integrations", "enable", str(data["id"]))
+    code, out = run(database_url, "integrations", "show", str(data["id"]))
+    assert code == 0 and "is_active: True" in out and TOKEN not in out
+
+
+def test_plain_add_prints_webhook_url(database_url: str) -> None:
+    code, out = add(database_url)
+    assert code == 0, out
+    assert "/webhooks/allio/" in out and TOKEN not in out
+
+
+def test_webhook_keys_are_unique(database_url: str) -> None:
+    keys = set()
+    for i in range(5):
+        code, out = add(database_url, "--json", uuid=f"00000000-0000-4000-8000-00000000000{i}")
+        assert code == 0, out
+        keys.add(json.loads(out)["webhook_key"])
+    assert len(keys) == 5
+
+
+def test_duplicate_uuid_refused(database_url: str, engine) -> None:
+    assert add(database_url)[0] == 0
+    code, out = add(database_url)
+    assert code != 0
+    assert "already exists" in out and TOKEN not in out
+    assert count_rows(engine, "integrations") == 1
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--provider", "nope"], "Invalid value for '--provider'"),
+        (["--integration-uuid", "not-a-uuid"], "is not a UUID"),
+        (["--api-base-url", "ftp://x"], "http(s) URL"),
+        (["--name", "  "], "must not be empty"),
+        (["--api-token", ""], "must not be empty"),
+    ],
+)
+def test_add_bad_input(database_url: str, engine, args: list[str], message: str) -> None:
+    base = {
+        "--provider": "allio",
+        "--name": "n",
+        "--integration-uuid": UUID,
+        "--api-base-url": "http://x",
+        "--api-token": TOKEN,
+    }
+    base.update(dict(zip(args[::2], args[1::2], strict=True)))
+    flat = [x for kv in base.items() for x in kv]
+    code, out = run(database_url, "integrations", "add", *flat)
+    assert code != 0
+    assert message in out
+    assert TOKEN not in out
+    assert count_rows(engine, "integrations") == 0
+
+
+@pytest.mark.parametrize("command", ["show", "disable", "enable"])
+def test_unknown_id(database_url: str, command: str) -> None:
+    code, out = run(database_url, "integrations", command, "42")
+    assert code == 1 and "no integration with id 42" in out
+
+
+def test_bad_id_type(database_url: str) -> None:
+    code, out = run(database_url, "integrations", "show", "abc")
+    assert code == 2 and "not a valid integer" in out
+
+
+def test_unmigrated_database_is_explained(tmp_path) -> None:
+    code, out = run(f"sqlite:///{tmp_path / 'new.sqlite3'}", "integrations", "list")
+    assert code == 1 and "crm-sync db upgrade" in out
+
+
+def test_unsupported_url() -> None:
+    code, out = run("mysql://u:pw@h/db", "integrations", "list")
+    assert code == 1 and "unsupported database" in out and "pw" not in out
+
+
+def test_unreachable_postgres_hides_password() -> None:
+    code, out = run("postgresql://u:hunter2pass@127.0.0.1:1/db", "integrations", "list")
+    assert code == 1
+    assert "cannot use the database" in out and "hunter2pass" not in out
