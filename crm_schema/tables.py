@@ -80,6 +80,14 @@ allio_webhook = Table(
     Column("integration_id", BigId, ForeignKey("integrations.id"), nullable=False),
     Column("processed_at", DateTime(timezone=True)),
 )
+# The sensor scans unprocessed rows, not `id > cursor`: ids are allocated before
+# commit, so a lower id can become visible after a higher one.
+Index(
+    "ix_allio_webhook_unprocessed",
+    allio_webhook.c.id,
+    postgresql_where=allio_webhook.c.processed_at.is_(None),
+    sqlite_where=allio_webhook.c.processed_at.is_(None),
+)
 
 allio_tasks = Table(
     "allio_tasks",

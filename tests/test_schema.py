@@ -76,3 +76,14 @@ def test_plain_urls_pick_driver(raw: str, driver: str) -> None:
 def test_bad_urls_rejected(raw: str) -> None:
     with pytest.raises(DatabaseUrlError):
         normalize_url(raw)
+
+
+def test_migrations_match_table_definitions(engine) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from crm_schema.tables import metadata
+
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    assert diff == []

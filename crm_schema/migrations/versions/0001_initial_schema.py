@@ -168,6 +168,13 @@ def upgrade() -> None:
             "integration_id", "external_id", name="uq_contacts_integration_external"
         ),
     )
+    op.create_index(
+        "ix_allio_webhook_unprocessed",
+        "allio_webhook",
+        ["id"],
+        postgresql_where=sa.text("processed_at IS NULL"),
+        sqlite_where=sa.text("processed_at IS NULL"),
+    )
     op.create_table(
         "allio_tasks",
         sa.Column(
@@ -333,6 +340,7 @@ def downgrade() -> None:
 
     op.drop_table("allio_tasks")
     op.drop_table("contacts")
+    op.drop_index("ix_allio_webhook_unprocessed", table_name="allio_webhook")
     op.drop_table("allio_webhook")
     op.drop_table("rate_limit_state")
     op.drop_table("integrations")

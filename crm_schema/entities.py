@@ -1,0 +1,90 @@
+"""Upserts and tombstones for synced CRM entities, keyed by (integration, external_id).
+
+An older provider snapshot never overwrites a newer one: the update only
+applies when the incoming `source_version` is not older than the stored one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Table, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from crm_schema.tables import contacts, dealcards, reserves
+
+ENTITY_TABLES: dict[str, Table] = {"reserve": reserves, "dealcard": dealcards, "contact": contacts}
+KEY = ("integration_id", "external_id")
+
+
+def upsert_entities(
+    conn: Connection, table: Table, rows: Sequence[dict[str, Any]], synced_at: datetime
+) -> dict[str, int]:
+    """Insert or update rows (each with integration_id and external_id).
+
+    Returns {external_id: row id} for every row now stored (for linking).
+    Rows that reappear lose their tombstone: the provider has them again.
+    """
+    if not rows:
+        return {}
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    values = [dict(r, synced_at=synced_at, deleted_at=None) for r in rows]
+    stmt = insert(table)
+    updatable = {
+        c.name: stmt.excluded[c.name]
+        for c in table.columns
+        if c.name not in ("id", *KEY) and c.name in values[0]
+    }
+    newer = or_(
+        table.c.source_version.is_(None),
+        stmt.excluded.source_version.is_(None),
+        stmt.excluded.source_version >= table.c.source_version,
+    )
+    conn.execute(
+        stmt.on_conflict_do_update(index_elements=list(KEY), set_=updatable, where=newer), values
+    )
+    integration_ids = {r["integration_id"] for r in rows}
+    external_ids = [r["external_id"] for r in rows]
+    found = conn.execute(
+        select(table.c.id, table.c.external_id).where(
+            table.c.integration_id.in_(integration_ids), table.c.external_id.in_(external_ids)
+        )
+    )
+    return {r.external_id: r.id for r in found}
+
+
+def tombstone(
+    conn: Connection,
+    table: Table,
+    integration_id: int,
+    external_ids: Iterable[str],
+    when: datetime,
+    task_id: int | None = None,
+) -> int:
+    """Mark entities deleted (never removes the row); returns how many changed."""
+    ids = list(external_ids)
+    if not ids:
+        return 0
+    return conn.execute(
+        update(table)
+        .where(
+            table.c.integration_id == integration_id,
+            table.c.external_id.in_(ids),
+            table.c.deleted_at.is_(None),
+        )
+        .values(deleted_at=when, source_task_id=task_id)
+    ).rowcount
+
+
+def live_count(conn: Connection, table: Table, integration_id: int) -> int:
+    """How many entities of an integration are not tombstoned."""
+    return int(
+        conn.execute(
+            select(func.count()).where(
+                table.c.integration_id == integration_id, table.c.deleted_at.is_(None)
+            )
+        ).scalar_one()
+    )

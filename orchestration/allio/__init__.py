@@ -1,0 +1,1 @@
+"""ALLIO sync: mapping, task processing and delete control."""

@@ -1,0 +1,136 @@
+"""Seed 000 mapping: ALLIO reserves / deal cards / their contacts → CRM rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import phonenumbers
+
+CONTACT_KEY = {"reserve": "client", "dealcard": "buyer"}
+DEFAULT_PHONE_REGION = "RU"
+
+
+@dataclass(frozen=True)
+class Mapped:
+    """One provider record as CRM rows: the deal row and the contact row, if any."""
+
+    deal: dict[str, Any]
+    contact: dict[str, Any] | None
+
+
+def normalize_phone(raw: object, region: str = DEFAULT_PHONE_REGION) -> str | None:
+    """E.164 when the value parses as a valid number, else None (raw is kept apart)."""
+    if raw is None:
+        return None
+    text = str(raw).strip()
+    if not text:
+        return None
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested fields as dotted keys: {"manager": {"id": 1}} → {"manager.id": 1}."""
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def parse_till(value: object) -> datetime | None:
+    """ALLIO's `till` ("2025-10-30 20:08:10") as a UTC datetime; None if unparseable."""
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(value).strip())
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def parse_bool(value: object) -> bool | None:
+    """Booleans as ALLIO sends them: true/false, "TRUE"/"FALSE", 1/0."""
+    if isinstance(value, bool):
+        return value
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    return None
+
+
+def _text(value: object) -> str | None:
+    return None if value is None or value == "" else str(value)
+
+
+def map_contact(
+    person: dict[str, Any], integration_id: int, source_entity: str, task_id: int | None
+) -> dict[str, Any] | None:
+    """A contact row from `client` / `buyer`; None when it carries no id."""
+    external_id = _text(person.get("id"))
+    if external_id is None:
+        return None
+    phone_raw = _text(person.get("phone"))
+    return {
+        "integration_id": integration_id,
+        "external_id": external_id,
+        "source_entity": source_entity,
+        "first_name": _text(person.get("first")),
+        "middle_name": _text(person.get("middle")),
+        "last_name": _text(person.get("last")),
+        "phone": normalize_phone(phone_raw),
+        "phone_raw": phone_raw,
+        "email": _text(person.get("email")),
+        "custom_fields": flatten(person),
+        "raw": person,
+        "source_version": None,
+        "source_task_id": task_id,
+    }
+
+
+def map_record(
+    entity: str, record: dict[str, Any], integration_id: int, task_id: int | None
+) -> Mapped:
+    """Map a reserve or deal card; every field the provider sent lands in custom_fields."""
+    contact_key = CONTACT_KEY[entity]
+    person = record.get(contact_key)
+    contact = (
+        map_contact(person, integration_id, entity, task_id) if isinstance(person, dict) else None
+    )
+    fields = {k: v for k, v in record.items() if k != contact_key}
+    custom = flatten(fields)
+    if contact is not None:
+        custom[f"{contact_key}.id"] = contact["external_id"]
+    manager = record.get("manager") if isinstance(record.get("manager"), dict) else {}
+    deal = {
+        "integration_id": integration_id,
+        "external_id": str(record["id"]),
+        "created_at": parse_till(record.get("till")),
+        "status": _text(record.get("status")),
+        "type": _text(record.get("type")),
+        "space_id": _text(record.get("space_id")),
+        "manager_id": _text(manager.get("id")),
+        "manager_fullname": _text(manager.get("fullname")),
+        "manager_city": _text(manager.get("city")),
+        "manager_is_agency": parse_bool(manager.get("is_agency")),
+        "comment": _text(record.get("comment")),
+        "custom_fields": custom,
+        "raw": record,
+        "source_version": _text(record.get("updated_at")),
+        "source_task_id": task_id,
+    }
+    return Mapped(deal=deal, contact=contact)
