@@ -1,0 +1,1 @@
+"""Local stand-ins for provider APIs (quota, faults, request log, webhook senders)."""
