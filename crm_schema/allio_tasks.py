@@ -119,7 +119,7 @@ def claim_tasks(
     conn: Connection,
     *,
     entity: str,
-    day: date,
+    day: date | None,
     run_id: str,
     lease: timedelta,
     statuses: Sequence[int] = (TASK_NEW,),
@@ -130,18 +130,18 @@ def claim_tasks(
     """Atomically move the day's claimable tasks of `entity` to in-progress (0 → 1).
 
     Tasks stuck in 1 past `lease` are reclaimed. `delete_tasks` picks the `*_DEL`
-    tasks (delete control) instead of the fetchable ones.
+    tasks (delete control) instead of the fetchable ones; `day=None` means any day.
     """
     now = now_utc()
-    start, end = day_bounds(day)
     del_filter = allio_tasks.c.command.like("%\\_DEL", escape="\\")
     conditions = [
         allio_tasks.c.entity == entity,
-        allio_tasks.c.created_at >= start,
-        allio_tasks.c.created_at < end,
         _claimable(lease, now, statuses),
         del_filter if delete_tasks else not_(del_filter),
     ]
+    if day is not None:
+        start, end = day_bounds(day)
+        conditions += [allio_tasks.c.created_at >= start, allio_tasks.c.created_at < end]
     if integration_ids is not None:
         conditions.append(allio_tasks.c.integration_id.in_(list(integration_ids)))
     if max_attempts is not None:

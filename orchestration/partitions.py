@@ -1,0 +1,19 @@
+"""Daily partitions per provider family (UTC days, today included)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from dagster import DailyPartitionsDefinition
+
+PARTITIONS_START = "2025-01-01"
+
+# end_offset=1 adds today's partition, which live runs fill as webhooks arrive.
+allio_daily = DailyPartitionsDefinition(
+    start_date=PARTITIONS_START, timezone="UTC", end_offset=1, fmt="%Y-%m-%d"
+)
+
+
+def partition_day(partition_key: str) -> date:
+    """The UTC day a partition key names."""
+    return date.fromisoformat(partition_key)

@@ -1,0 +1,112 @@
+"""ALLIO: ``POST /reserve/list`` and ``/dealcard/list`` behind the shared provider base.
+
+Only ALLIO specifics live here: Bearer auth, the ``{"success", "data", "total"}``
+envelope, 100 ids per call with ``limit``/``offset`` paging.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Literal
+
+import httpx
+
+from crm_schema.integrations import Integration
+from orchestration.ratelimit import Limiter
+from orchestration.resources.base import CallStats, ProviderClient, ProviderResource
+from orchestration.resources.errors import ProviderResponseError
+
+Entity = Literal["reserve", "dealcard"]
+BATCH_SIZE = 100
+
+
+def unique_ids(ids: Iterable[int | str]) -> list[int]:
+    """Ids as ints, duplicates dropped, first-seen order kept."""
+    return list(dict.fromkeys(int(i) for i in ids))
+
+
+class AllioClient(ProviderClient):
+    """One ALLIO account (token) at one base URL."""
+
+    provider = "allio"
+
+    def reserve_list(self, ids: Iterable[int | str]) -> list[dict[str, Any]]:
+        """Reserves for ``ids`` (missing ids are simply absent)."""
+        return self.list_records("reserve", ids)
+
+    def dealcard_list(self, ids: Iterable[int | str]) -> list[dict[str, Any]]:
+        """Deal cards for ``ids`` (missing ids are simply absent)."""
+        return self.list_records("dealcard", ids)
+
+    def list_records(self, entity: Entity, ids: Iterable[int | str]) -> list[dict[str, Any]]:
+        """``/{entity}/list`` in batches of 100 ids, following ``total``/``offset``."""
+        wanted = unique_ids(ids)
+        self.stats.add(ids_requested=len(wanted))
+        records: list[dict[str, Any]] = []
+        for start in range(0, len(wanted), BATCH_SIZE):
+            batch = wanted[start : start + BATCH_SIZE]
+            offset = 0
+            while True:
+                body = {"indexes": batch, "limit": BATCH_SIZE, "offset": offset}
+                page = self.request("POST", f"/{entity}/list", json=body)
+                records.extend(page["data"])
+                offset += len(page["data"])
+                if not page["data"] or offset >= page["total"]:
+                    break
+        return records
+
+    def parse_response(self, response: httpx.Response) -> dict[str, Any]:
+        """Check the ``{"success": true, "data": [...], "total": N}`` envelope."""
+        body = self.decode_json(response)
+        if isinstance(body, dict) and body.get("success") is False:
+            raise ProviderResponseError(
+                f"error envelope: {str(body.get('error'))[:200]}",
+                provider=self.provider,
+                status_code=response.status_code,
+            )
+        if (
+            not isinstance(body, dict)
+            or body.get("success") is not True
+            or not isinstance(body.get("data"), list)
+            or not all(isinstance(r, dict) for r in body["data"])
+        ):
+            raise ProviderResponseError(
+                "unexpected body: want {success: true, data: [objects], total}",
+                provider=self.provider,
+                status_code=response.status_code,
+            )
+        total = body.get("total")
+        if not isinstance(total, int) or isinstance(total, bool):
+            body["total"] = len(body["data"])
+        return body
+
+
+class AllioResource(ProviderResource):
+    """Dagster resource: ``allio.client_for(integration)`` → :class:`AllioClient`.
+
+    Token from ``integration.credentials["api_token"]``, base URL from
+    ``integration.api_base_url``; all integrations share the per-egress-IP quota.
+    """
+
+    def client_for(
+        self,
+        integration: Integration,
+        *,
+        run_id: str | None = None,
+        stats: CallStats | None = None,
+        limiter: Limiter | None = None,
+    ) -> AllioClient:
+        """A client for one ALLIO integration (close it, or use it as a context manager)."""
+        token = str(integration.credentials.get("api_token") or "")
+        if not token:
+            raise ValueError(f"allio integration {integration.id} has no credentials.api_token")
+        if not integration.api_base_url:
+            raise ValueError(f"allio integration {integration.id} has no api_base_url")
+        return AllioClient(
+            integration.api_base_url,
+            throttle=self.throttle_for("allio", integration, limiter=limiter),
+            integration_id=integration.id,
+            headers={"Authorization": f"Bearer {token}"},
+            secrets=[token],
+            **self.client_options(run_id, stats),
+        )

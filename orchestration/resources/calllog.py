@@ -1,0 +1,44 @@
+"""``api_call_log`` writer: one short INSERT per attempt; a failing log never fails a call."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+
+from sqlalchemy import Engine, insert
+
+from crm_schema.tables import api_call_log
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """One attempt, already redacted (masked URL, truncated bodies, no headers)."""
+
+    provider: str
+    method: str
+    url: str
+    attempt: int
+    integration_id: int | None = None
+    status_code: int | None = None
+    duration_ms: float | None = None
+    request_body: str | None = None
+    response_body: str | None = None
+    error: str | None = None
+    run_id: str | None = None
+
+
+class CallLog:
+    """Writes :class:`CallRecord` rows on short-lived connections from a shared engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def write(self, record: CallRecord) -> None:
+        """Insert one row; database errors are logged (without the row) and swallowed."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(api_call_log).values(**asdict(record)))
+        except Exception as exc:  # the provider call matters more than its log row
+            logger.warning("api_call_log write failed: %s", type(exc).__name__)
