@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: dev test lint format bench bench-receiver bench-quota clean
+.PHONY: dev test lint format bench bench-receiver bench-quota bench-sync clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,7 +29,7 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 
 ## bench: every benchmark (tables on stdout, JSON under bench/results/)
-bench: bench-receiver bench-quota
+bench: bench-receiver bench-quota bench-sync
 
 bench-receiver: $(STAMP)
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
@@ -37,6 +37,9 @@ bench-receiver: $(STAMP)
 
 bench-quota: $(STAMP)
 	$(BIN)/python bench/quota.py --provider allio --processes 3 --seconds 30
+
+bench-sync: $(STAMP)
+	$(BIN)/python bench/allio_sync.py
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .ruff_cache
