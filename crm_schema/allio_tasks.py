@@ -23,6 +23,7 @@ from crm_schema.tables import (
     TASK_NEW,
     allio_tasks,
     allio_webhook,
+    integrations,
 )
 
 ENTITY_BY_PREFIX = {"RESERVE_": "reserve", "DEALCARD_": "dealcard", "SPACE_": "space"}
@@ -70,8 +71,10 @@ def _insert(conn: Connection):  # noqa: ANN202 - dialect-specific Insert
 
 
 def tasks_from_webhooks(conn: Connection, after_id: int, limit: int = 5000) -> tuple[int, int]:
-    """Turn unprocessed webhooks with id > after_id into tasks; mark them processed.
+    """Turn every unprocessed webhook into a task; mark them processed.
 
+    Scans `processed_at IS NULL`, not `id > after_id`: ids are allocated before
+    commit, so a webhook committed late can carry an id below the cursor.
     Idempotent: `allio_tasks.webhook_id` is unique and inserts skip conflicts, so
     a tick that dies after this commit, or runs twice, never duplicates a task.
     Returns (tasks created, highest webhook id seen; after_id when none).
@@ -83,7 +86,7 @@ def tasks_from_webhooks(conn: Connection, after_id: int, limit: int = 5000) -> t
             allio_webhook.c.external_ids_array,
             allio_webhook.c.integration_id,
         )
-        .where(allio_webhook.c.id > after_id, allio_webhook.c.processed_at.is_(None))
+        .where(allio_webhook.c.processed_at.is_(None))
         .order_by(allio_webhook.c.id)
         .limit(limit)
     ).all()
@@ -107,7 +110,7 @@ def tasks_from_webhooks(conn: Connection, after_id: int, limit: int = 5000) -> t
     created = conn.execute(stmt, values).rowcount
     ids = [r.id for r in rows]
     conn.execute(update(allio_webhook).where(allio_webhook.c.id.in_(ids)).values(processed_at=now))
-    return max(created, 0), ids[-1]
+    return max(created, 0), max(after_id, ids[-1])
 
 
 def _claimable(lease: timedelta, now: datetime, statuses: Sequence[int]):  # noqa: ANN202
@@ -247,7 +250,7 @@ def release_tasks(conn: Connection, task_ids: Iterable[int], run_id: str) -> int
 
 
 def pending_summary(conn: Connection) -> list[tuple[date, int, int]]:
-    """(day, pending fetchable tasks, max task id) per day with claimable work."""
+    """(day, pending fetchable tasks, max task id) per day, active integrations only."""
     col = allio_tasks.c.created_at
     # Partitions are UTC days; PostgreSQL would otherwise use the session time zone.
     day_expr = (
@@ -257,10 +260,12 @@ def pending_summary(conn: Connection) -> list[tuple[date, int, int]]:
     )
     rows = conn.execute(
         select(day_expr, func.count(), func.max(allio_tasks.c.id))
+        .join(integrations, integrations.c.id == allio_tasks.c.integration_id)
         .where(
             allio_tasks.c.status == TASK_NEW,
             allio_tasks.c.entity.in_(SYNC_ENTITIES),
             not_(allio_tasks.c.command.like("%\\_DEL", escape="\\")),
+            integrations.c.is_active.is_(True),
         )
         .group_by(day_expr)
         .order_by(day_expr)

@@ -98,9 +98,9 @@ def allio_sync_assets(
 
     def active_ids() -> set[int]:
         with engine.connect() as conn:
-            for item in list_integrations(conn, provider="allio", active_only=True):
-                integrations[item.id] = item
-            return {i.id for i in list_integrations(conn, provider="allio", active_only=True)}
+            active = list_integrations(conn, provider="allio", active_only=True)
+        integrations.update((item.id, item) for item in active)
+        return {item.id for item in active}
 
     def client_for(integration_id: int):  # noqa: ANN202
         if integration_id not in clients:
