@@ -123,10 +123,15 @@ def sweep_integration(
     now = tasks_q.now_utc()
     with engine.begin() as conn:
         for entity, ids in absent.items():
-            owner = min(t.id for t in claimed[entity]) if claimed[entity] else None
-            result.tombstoned += tombstone(
-                conn, ENTITY_TABLES[entity], integration.id, ids, now, owner
-            )
+            # Lineage: each tombstone names the (first) task that asked for that id.
+            by_owner: dict[int, list[str]] = {}
+            for ext in ids:
+                owner = min(t.id for t in claimed[entity] if ext in t.external_ids)
+                by_owner.setdefault(owner, []).append(ext)
+            for owner, owned in sorted(by_owner.items()):
+                result.tombstoned += tombstone(
+                    conn, ENTITY_TABLES[entity], integration.id, owned, now, owner
+                )
         tasks_q.finish_tasks(conn, task_ids, opts.run_id)
     return result
 

@@ -219,30 +219,40 @@ class AllioSync:
             fetch = client.reserve_list if work.entity == "reserve" else client.dealcard_list
             records = fetch([int(i) for i in ids])
         except Exception as exc:  # every provider failure is recorded on its tasks
-            message = f"{type(exc).__name__}: {exc}"
-            self.log(f"integration {work.integration_id} {work.entity} batch failed: {message}")
-            self.stats.errors.append(message)
-            for task_id in task_ids:
-                self._failed.setdefault(task_id, message)
+            self._fail_batch(work, task_ids, f"{type(exc).__name__}: {exc}")
         else:
-            self._store(work, records, ids, task_ids)
+            try:
+                self._store(work, records, ids, task_ids)
+            except Exception as exc:  # a record the database rejects fails its tasks, not the run
+                first_line = str(exc).splitlines()[0] if str(exc) else ""
+                self._fail_batch(
+                    work, task_ids, f"store failed: {type(exc).__name__}: {first_line}"
+                )
         for ext in ids:
             for task_id in work.ids[ext]:
                 self._pending.get(task_id, set()).discard(ext)
         self._finish_ready()
 
+    def _fail_batch(self, work: _Work, task_ids: list[int], message: str) -> None:
+        self.log(f"integration {work.integration_id} {work.entity} batch failed: {message}")
+        self.stats.errors.append(message)
+        for task_id in task_ids:
+            self._failed.setdefault(task_id, message)
+
     def _store(self, work: _Work, records: list[dict], ids: list[str], task_ids: list[int]) -> None:
         stats = self.stats.entities[work.entity]
         wanted = set(ids)
-        mapped_records = []
+        by_id = {}
         for record in records:
             ext = str(record.get("id"))
             if ext not in wanted:
                 continue  # never store what we did not ask for
             owner = min(work.ids[ext], default=work.lineage.get(ext))
-            mapped_records.append(map_record(work.entity, record, work.integration_id, owner))
+            # A record listed twice is stored once (the last copy wins): one upsert
+            # statement must not touch the same row twice.
+            by_id[ext] = map_record(work.entity, record, work.integration_id, owner)
+        mapped_records = list(by_id.values())
         people = {m.contact["external_id"]: m.contact for m in mapped_records if m.contact}
-        stats.missing += len(wanted) - len(mapped_records)
         now = tasks_q.now_utc()
         with self.engine.begin() as conn:
             contact_ids = upsert_entities(
@@ -255,6 +265,7 @@ class AllioSync:
             ]
             upsert_entities(conn, ENTITY_TABLES[work.entity], deals, now)
         stats.upserted += len(deals)
+        stats.missing += len(wanted) - len(mapped_records)
         self.stats.contacts_upserted += len(people)
         self.stats.contacts_with_phone += sum(1 for p in people.values() if p["phone"])
 

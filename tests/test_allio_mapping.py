@@ -1,0 +1,182 @@
+"""Seed 000 mapping on the emulator's records: deal rows, contacts, phones, booleans."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from orchestration.allio.mapping import flatten, map_record, normalize_phone, parse_bool
+from provider_emulators.allio_records import BAD_PHONES, make_record
+
+INTEGRATION, TASK = 7, 42
+
+
+def _record_with_phone(entity: str, phone: str) -> dict:
+    """The first generated record whose person has exactly this phone value."""
+    key = "client" if entity == "reserve" else "buyer"
+    for record_id in range(1, 5000):
+        record = make_record(entity, record_id)
+        if record[key]["phone"] == phone:
+            return record
+    raise AssertionError(f"no generated {entity} with phone {phone!r}")
+
+
+def test_reserve_maps_typed_columns_and_keeps_every_field():
+    record = make_record("reserve", 5421)
+    mapped = map_record("reserve", record, INTEGRATION, TASK)
+    deal = mapped.deal
+
+    assert deal["integration_id"] == INTEGRATION
+    assert deal["external_id"] == "5421"
+    assert deal["source_task_id"] == TASK
+    # Seed: CRM created_at <- ALLIO `till`, as an aware UTC datetime.
+    till = datetime.strptime(record["till"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+    assert deal["created_at"] == till
+    assert deal["status"] == record["status"]
+    assert deal["type"] == record["type"]
+    assert deal["space_id"] == str(record["space_id"])
+    assert deal["manager_id"] == str(record["manager"]["id"])
+    assert deal["manager_fullname"] == record["manager"]["fullname"]
+    assert deal["manager_city"] == record["manager"]["city"]
+    assert deal["manager_is_agency"] is record["manager"]["is_agency"]
+    assert deal["comment"] == (record["comment"] or None)
+    assert deal["source_version"] == record["updated_at"]
+
+    custom = deal["custom_fields"]
+    # Every field the provider sent, nested ones as dotted keys, extras included.
+    for key in ("status", "type", "till", "space_id", "comment", "updated_at", "created"):
+        assert custom[key] == record[key]
+    assert custom["price"] == record["price"] and custom["currency"] == "RUB"
+    for key in ("id", "fullname", "city", "is_agency"):
+        assert custom[f"manager.{key}"] == record["manager"][key]
+    assert "manager" not in custom
+    # The person is a contact of its own; the deal keeps only the link key.
+    assert custom["client.id"] == str(record["client"]["id"])
+    assert not any(k.startswith("client.") and k != "client.id" for k in custom)
+    assert deal["raw"] == record
+
+
+def test_reserve_client_becomes_a_contact():
+    record = make_record("reserve", 5421)
+    contact = map_record("reserve", record, INTEGRATION, TASK).contact
+    person = record["client"]
+    assert contact is not None
+    assert contact["external_id"] == str(person["id"])
+    assert contact["integration_id"] == INTEGRATION
+    assert contact["source_entity"] == "reserve"
+    assert contact["source_task_id"] == TASK
+    assert (contact["first_name"], contact["middle_name"], contact["last_name"]) == (
+        person["first"],
+        person["middle"],
+        person["last"],
+    )
+    assert contact["phone"] == "+7" + "".join(ch for ch in person["phone"] if ch.isdigit())[1:]
+    assert contact["phone_raw"] == person["phone"]
+    assert contact["custom_fields"] == person
+    assert contact["raw"] == person
+
+
+def test_dealcard_buyer_and_extra_fields():
+    record = make_record("dealcard", 5421)
+    mapped = map_record("dealcard", record, INTEGRATION, None)
+    custom = mapped.deal["custom_fields"]
+    assert mapped.deal["external_id"] == "5421"
+    assert mapped.deal["status"] == record["status"]
+    for key in ("sum", "stage", "reserve_id"):
+        assert key in custom and custom[key] == record[key]
+    assert custom["buyer.id"] == str(record["buyer"]["id"])
+    assert "client.id" not in custom
+    assert mapped.contact is not None
+    assert mapped.contact["source_entity"] == "dealcard"
+    assert mapped.contact["first_name"] == record["buyer"]["first"]
+    assert mapped.contact["last_name"] == record["buyer"]["last"]
+
+
+@pytest.mark.parametrize("entity", ["reserve", "dealcard"])
+@pytest.mark.parametrize("bad", BAD_PHONES)
+def test_garbage_phone_is_none_and_raw_is_kept(entity: str, bad: str):
+    record = _record_with_phone(entity, bad)
+    contact = map_record(entity, record, INTEGRATION, TASK).contact
+    assert contact is not None
+    assert contact["phone"] is None
+    assert contact["phone_raw"] == (bad or None)
+    assert contact["raw"]["phone"] == bad
+    assert contact["custom_fields"]["phone"] == bad
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "+7 (903) 123-45-67",
+        "89031234567",
+        "79031234567",
+        "+79031234567",
+        "8 (903) 123-45-67",
+        "8-903-123-45-67",
+    ],
+)
+def test_valid_phones_become_e164(raw: str):
+    assert normalize_phone(raw) == "+79031234567"
+
+
+@pytest.mark.parametrize("raw", ["#ERROR!", "", "12", None, "   ", "+7 (000) 000-00-00"])
+def test_invalid_phones_become_none(raw):
+    assert normalize_phone(raw) is None
+
+
+def test_every_generated_phone_is_e164_or_none_with_raw():
+    for record_id in range(1, 400):
+        record = make_record("reserve", record_id)
+        contact = map_record("reserve", record, INTEGRATION, None).contact
+        assert contact is not None
+        raw = record["client"]["phone"]
+        if raw in BAD_PHONES:
+            assert contact["phone"] is None
+        else:
+            assert contact["phone"] is not None and contact["phone"].startswith("+79")
+            assert len(contact["phone"]) == 12
+        assert contact["raw"]["phone"] == raw
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("FALSE", False),
+        ("TRUE", True),
+        ("false", False),
+        (" True ", True),
+        (False, False),
+        (True, True),
+        (1, True),
+        (0, False),
+        ("0", False),
+        (None, None),
+        ("maybe", None),
+    ],
+)
+def test_parse_bool(value, expected):
+    assert parse_bool(value) is expected
+
+
+def test_manager_is_agency_as_allio_string():
+    record = make_record("reserve", 10)
+    record["manager"] = dict(record["manager"], is_agency="FALSE")
+    assert map_record("reserve", record, 1, None).deal["manager_is_agency"] is False
+    record["manager"] = dict(record["manager"], is_agency="TRUE")
+    deal = map_record("reserve", record, 1, None).deal
+    assert deal["manager_is_agency"] is True
+    assert deal["custom_fields"]["manager.is_agency"] == "TRUE"
+
+
+def test_record_without_person_or_till():
+    record = {"id": 9, "status": "ACTIVE", "till": "not a date", "client": {"first": "X"}}
+    mapped = map_record("reserve", record, 1, None)
+    assert mapped.contact is None  # a person without an id is no contact
+    assert mapped.deal["created_at"] is None
+    assert mapped.deal["manager_id"] is None and mapped.deal["manager_is_agency"] is None
+    assert mapped.deal["custom_fields"]["till"] == "not a date"
+
+
+def test_flatten_nests_with_dots():
+    assert flatten({"a": 1, "m": {"id": 2, "x": {"y": 3}}}) == {"a": 1, "m.id": 2, "m.x.y": 3}

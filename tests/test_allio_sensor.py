@@ -1,0 +1,292 @@
+"""The webhook sensor: allio_webhook rows → allio_tasks → at most one RunRequest per tick."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from dagster import DagsterRunStatus, SensorResult
+from dagster._core.remote_origin import (
+    InProcessCodeLocationOrigin,
+    RemoteJobOrigin,
+    RemoteRepositoryOrigin,
+)
+from dagster._core.storage.dagster_run import DagsterRun
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+from dagster._core.utils import make_new_run_id
+from sqlalchemy import select, update
+
+from crm_schema.allio_tasks import tasks_from_webhooks
+from crm_schema.integrations import set_active
+from crm_schema.tables import allio_tasks, allio_webhook
+from tests import allio_fixtures as fx
+from tests.allio_fixtures import (
+    add_allio,
+    add_task,
+    add_webhook,
+    at_noon,
+    days_ago,
+    tasks,
+    tick,
+    today,
+)
+
+# Fixtures shared by the ALLIO tests (bound here so pytest finds them in this module).
+allio_server, crm, emulator, instance = fx.allio_server, fx.crm, fx.emulator, fx.instance
+
+BASE = "http://allio.invalid"  # the sensor never calls ALLIO
+
+
+def _run_key(result: SensorResult) -> str:
+    assert len(result.run_requests) == 1
+    return result.run_requests[0].run_key
+
+
+def _add_run(instance, status, tags):  # noqa: ANN001, ANN202
+    """A run of `allio_sync` in the instance, in the given status."""
+    origin = RemoteJobOrigin(
+        repository_origin=RemoteRepositoryOrigin(
+            code_location_origin=InProcessCodeLocationOrigin(
+                loadable_target_origin=LoadableTargetOrigin(module_name="orchestration.definitions")
+            ),
+            repository_name="__repository__",
+        ),
+        job_name="allio_sync",
+    )
+    return instance.add_run(
+        DagsterRun(
+            job_name="allio_sync",
+            run_id=make_new_run_id(),
+            status=status,
+            tags=tags,
+            remote_job_origin=origin,
+        )
+    )
+
+
+def _pending_max_id(engine) -> int:  # noqa: ANN001
+    return max(
+        t["id"]
+        for t in tasks(engine).values()
+        if t["status"] == 0 and t["entity"] in ("reserve", "dealcard")
+        and not t["command"].endswith("_DEL")
+    )  # fmt: skip
+
+
+def test_commands_become_tasks_and_one_run_is_requested(crm, instance):
+    url, engine = crm
+    integ = add_allio(engine, BASE)
+    sent = {
+        "RESERVE_ADD": [1, 2],
+        "RESERVE_MOD": [3],
+        "DEALCARD_ADD": [4],
+        "DEALCARD_MOD": [5, 6],
+        "RESERVE_DEL": [7],
+        "DEALCARD_DEL": [8],
+        "SPACE_CHANGED": [9],
+        "SOMETHING_NEW": [10],
+    }
+    webhook_ids = {cmd: add_webhook(engine, integ, cmd, ids) for cmd, ids in sent.items()}
+
+    result = tick(url, instance)
+
+    by_webhook = {t["webhook_id"]: t for t in tasks(engine).values()}
+    assert len(by_webhook) == len(sent)
+    expected_entity = {
+        "RESERVE_ADD": "reserve",
+        "RESERVE_MOD": "reserve",
+        "RESERVE_DEL": "reserve",
+        "DEALCARD_ADD": "dealcard",
+        "DEALCARD_MOD": "dealcard",
+        "DEALCARD_DEL": "dealcard",
+        "SPACE_CHANGED": "space",
+        "SOMETHING_NEW": "unknown",
+    }
+    for cmd, webhook_id in webhook_ids.items():
+        task = by_webhook[webhook_id]
+        assert task["command"] == cmd
+        assert task["entity"] == expected_entity[cmd]
+        assert json.loads(task["external_ids"]) == sent[cmd]
+        assert task["status"] == 0 and task["attempts"] == 0
+        assert task["integration_id"] == integ.id
+        assert task["created_at"] is not None
+
+    with engine.connect() as conn:
+        processed = conn.execute(select(allio_webhook.c.processed_at)).scalars().all()
+    assert len(processed) == len(sent) and all(p is not None for p in processed)
+    assert result.cursor == str(max(webhook_ids.values()))
+
+    request = result.run_requests[0]
+    assert len(result.run_requests) == 1
+    assert request.partition_key == today().isoformat()
+    assert request.run_key == f"allio:{today().isoformat()}:{_pending_max_id(engine)}"
+    assert request.tags["crm/mode"] == "live"
+    assert request.job_name in (None, "allio_sync")
+
+
+def test_no_request_when_nothing_is_pending(crm, instance):
+    url, engine = crm
+    empty = tick(url, instance)
+    assert not empty.run_requests
+    assert empty.skip_reason is not None
+    assert empty.cursor == "0"
+
+    # Only tasks that are never fetched: recorded, but no run is needed.
+    integ = add_allio(engine, BASE)
+    add_webhook(engine, integ, "RESERVE_DEL", [1])
+    last = add_webhook(engine, integ, "SPACE_CHANGED", [2])
+    result = tick(url, instance, cursor=empty.cursor)
+    assert not result.run_requests
+    assert len(tasks(engine)) == 2
+    assert result.cursor == str(last)
+
+
+def test_one_request_per_tick_today_first_then_older_days(crm, instance):
+    url, engine = crm
+    integ = add_allio(engine, BASE)
+    old = add_task(engine, integ, "RESERVE_ADD", [1], created_at=at_noon(days_ago(2)))
+    add_webhook(engine, integ, "RESERVE_ADD", [2])
+    add_webhook(engine, integ, "DEALCARD_ADD", [3])
+
+    first = tick(url, instance)
+    assert len(first.run_requests) == 1
+    assert first.run_requests[0].partition_key == today().isoformat()
+
+    # Once today's tasks are done, the day left behind gets its run.
+    with engine.begin() as conn:
+        conn.execute(update(allio_tasks).where(allio_tasks.c.id != old).values(status=2))
+    second = tick(url, instance, cursor=first.cursor)
+    day = days_ago(2).isoformat()
+    assert second.run_requests[0].partition_key == day
+    assert _run_key(second) == f"allio:{day}:{old}"
+
+
+def test_run_key_changes_only_with_new_tasks(crm, instance):
+    url, engine = crm
+    integ = add_allio(engine, BASE)
+    add_webhook(engine, integ, "RESERVE_ADD", [1])
+    first = tick(url, instance)
+    again = tick(url, instance, cursor=first.cursor)
+    assert _run_key(again) == _run_key(first)  # Dagster dedupes: no second run
+    add_webhook(engine, integ, "RESERVE_MOD", [1])
+    third = tick(url, instance, cursor=again.cursor)
+    assert _run_key(third) != _run_key(first)
+    assert _run_key(third).endswith(f":{_pending_max_id(engine)}")
+
+
+@pytest.mark.parametrize("status", [DagsterRunStatus.QUEUED, DagsterRunStatus.STARTED])
+def test_skips_while_a_live_run_is_active(crm, instance, status):
+    url, engine = crm
+    integ = add_allio(engine, BASE)
+    run = _add_run(instance, status, {"crm/mode": "live", "dagster/partition": today().isoformat()})
+    hook = add_webhook(engine, integ, "RESERVE_ADD", [1])
+
+    skipped = tick(url, instance)
+    assert not skipped.run_requests
+    assert "live allio run is active" in str(skipped.skip_reason)
+    # The tick still turned the webhook into a task the active run will drain.
+    assert [t["webhook_id"] for t in tasks(engine).values()] == [hook]
+    assert skipped.cursor == str(hook)
+
+    instance.report_run_canceled(run)
+    resumed = tick(url, instance, cursor=skipped.cursor)
+    assert len(resumed.run_requests) == 1
+
+
+def test_other_runs_do_not_block_the_live_request(crm, instance):
+    url, engine = crm
+    integ = add_allio(engine, BASE)
+    _add_run(instance, DagsterRunStatus.QUEUED, {"crm/mode": "reconcile"})
+    _add_run(instance, DagsterRunStatus.SUCCESS, {"crm/mode": "live"})
+    _add_run(instance, DagsterRunStatus.FAILURE, {"crm/mode": "live"})
+    add_webhook(engine, integ, "RESERVE_ADD", [1])
+    assert len(tick(url, instance).run_requests) == 1
+
+
+def test_crash_after_commit_neither_duplicates_nor_reruns(crm, instance):
+    url, engine = crm
+    integ = add_allio(engine, BASE)
+    for ids in ([1], [2, 3], [4]):
+        add_webhook(engine, integ, "RESERVE_ADD", ids)
+
+    # A tick that died right after committing its tasks (cursor never saved).
+    with engine.begin() as conn:
+        created, last = tasks_from_webhooks(conn, 0)
+    assert created == 3
+    before = tasks(engine)
+
+    retried = tick(url, instance, cursor=None)
+    assert tasks(engine) == before  # no duplicate tasks
+    assert _run_key(retried) == f"allio:{today().isoformat()}:{max(before)}"
+    assert int(retried.cursor) <= last
+    # And evaluating again from the old cursor asks for the very same run.
+    assert _run_key(tick(url, instance, cursor=None)) == _run_key(retried)
+
+
+def test_webhook_id_is_unique_per_task(crm):
+    _, engine = crm
+    integ = add_allio(engine, BASE)
+    hook = add_webhook(engine, integ, "RESERVE_ADD", [1])
+    with engine.begin() as conn:
+        assert tasks_from_webhooks(conn, 0)[0] == 1
+    # A concurrent tick that read the row before the first one committed.
+    with engine.begin() as conn:
+        conn.execute(update(allio_webhook).values(processed_at=None))
+    with engine.begin() as conn:
+        created, last = tasks_from_webhooks(conn, 0)
+    assert (created, last) == (0, hook)
+    assert len(tasks(engine)) == 1
+
+
+def test_webhook_committed_late_below_the_cursor_still_becomes_a_task(crm, instance):
+    url, engine = crm
+    integ = add_allio(engine, BASE)
+    add_webhook(engine, integ, "RESERVE_ADD", [1], webhook_id=1)
+    add_webhook(engine, integ, "RESERVE_ADD", [3], webhook_id=3)
+    first = tick(url, instance)
+    assert first.cursor == "3"
+
+    # Id 2 was allocated before 3 but its transaction committed after the tick.
+    add_webhook(engine, integ, "DEALCARD_ADD", [2], webhook_id=2)
+    second = tick(url, instance, cursor=first.cursor)
+
+    by_webhook = {t["webhook_id"]: t for t in tasks(engine).values()}
+    assert sorted(by_webhook) == [1, 2, 3]
+    assert by_webhook[2]["entity"] == "dealcard" and by_webhook[2]["status"] == 0
+    assert second.cursor == "3"  # the cursor never goes back
+    assert _run_key(second).endswith(f":{by_webhook[2]['id']}")
+    with engine.connect() as conn:
+        unprocessed = conn.execute(
+            select(allio_webhook.c.id).where(allio_webhook.c.processed_at.is_(None))
+        ).all()
+    assert unprocessed == []
+
+
+def test_tasks_of_a_disabled_integration_do_not_hold_up_other_days(crm, instance):
+    url, engine = crm
+    active = add_allio(engine, BASE, name="active")
+    disabled = add_allio(engine, BASE, name="disabled")
+    with engine.begin() as conn:
+        set_active(conn, disabled.id, False)
+    old = add_task(engine, active, "RESERVE_ADD", [1], created_at=at_noon(days_ago(2)))
+    add_webhook(engine, disabled, "RESERVE_ADD", [2])  # today, but no run can drain it
+
+    result = tick(url, instance)
+
+    day = days_ago(2).isoformat()
+    assert [r.partition_key for r in result.run_requests] == [day]
+    assert _run_key(result) == f"allio:{day}:{old}"
+    # The disabled integration's webhook is still recorded, for when it is enabled again.
+    assert sum(t["integration_id"] == disabled.id for t in tasks(engine).values()) == 1
+
+
+def test_only_a_disabled_integration_pending_requests_nothing(crm, instance):
+    url, engine = crm
+    disabled = add_allio(engine, BASE)
+    with engine.begin() as conn:
+        set_active(conn, disabled.id, False)
+    add_webhook(engine, disabled, "RESERVE_ADD", [1])
+    assert not tick(url, instance).run_requests
+    with engine.begin() as conn:
+        set_active(conn, disabled.id, True)
+    assert len(tick(url, instance).run_requests) == 1
