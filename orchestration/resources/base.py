@@ -31,7 +31,8 @@ from tenacity import (
     Retrying,
     retry_if_exception,
     stop_after_attempt,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 from tenacity.wait import wait_base
 
@@ -161,11 +162,8 @@ class ProviderClient:
         self._secrets = tuple(s for s in secrets if s)
         self._sleep = sleep
         self._wait = wait_retry_after(
-            wait_exponential_jitter(
-                initial=backoff_initial_seconds,
-                max=backoff_max_seconds,
-                jitter=backoff_initial_seconds,
-            )
+            wait_exponential(multiplier=backoff_initial_seconds, max=backoff_max_seconds)
+            + wait_random(0, backoff_initial_seconds)
         )
         install_httpx_log_redaction(self._secrets)
         self._http = httpx.Client(

@@ -34,11 +34,15 @@ class CallLog:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._postgres = engine.dialect.name == "postgresql"
 
     def write(self, record: CallRecord) -> None:
         """Insert one row; database errors are logged (without the row) and swallowed."""
         try:
             with self.engine.begin() as conn:
+                if self._postgres:
+                    # Diagnostic rows: never make a worker wait for a WAL flush.
+                    conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
                 conn.execute(insert(api_call_log).values(**asdict(record)))
         except Exception as exc:  # the provider call matters more than its log row
             logger.warning("api_call_log write failed: %s", type(exc).__name__)
