@@ -1,0 +1,288 @@
+"""PostgreSQL store: asyncpg with group commit.
+
+Requests append to a queue; a writer task owning one connection (`pg_writer_connections`,
+default 1 per process) takes everything queued (up to `max_batch`) and inserts it with a
+single `INSERT ... SELECT FROM unnest(...) RETURNING id` (one implicit transaction, so
+one WAL flush). The ids come back in the order of the arrays and are handed to the
+waiting requests; nobody gets an id before the COMMIT. Small reads (health check,
+integrations) use a separate control connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import asyncpg
+
+from crm_schema.engine import normalize_url
+from crm_schema.tables import allio_webhook, integrations
+from webhook_receiver.config import ReceiverConfig
+from webhook_receiver.stores.base import (
+    ALLIO_INSERT_COLUMNS,
+    SELECT_INTEGRATIONS,
+    AllioRow,
+    IntegrationEntry,
+    StoreError,
+    StoreUnavailable,
+    entries_from_rows,
+    fail_all,
+    resolve,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+INSERT_ALLIO = (
+    f"INSERT INTO {allio_webhook.name} ({', '.join(ALLIO_INSERT_COLUMNS)}) "
+    "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::bigint[]) "
+    "RETURNING id"
+)
+FIND_INTEGRATION = f"{SELECT_INTEGRATIONS} WHERE {integrations.c.webhook_key.name} = $1"
+
+# SQLSTATE classes that mean "the server cannot work right now", not "this row is bad":
+# 08 connection, 40 rollback (serialization / deadlock), 53 resources, 57 operator, 58 system.
+_TRANSIENT_CLASSES = ("08", "40", "53", "57", "58")
+
+
+def asyncpg_dsn(database_url: str) -> str:
+    """A plain `postgresql://` DSN asyncpg accepts (driver suffixes dropped)."""
+    return normalize_url(database_url).set(drivername="postgresql").render_as_string(False)
+
+
+def _set_done(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _is_outage(exc: BaseException, conn: asyncpg.Connection | None) -> bool:
+    if conn is None or conn.is_closed():
+        return True
+    if isinstance(exc, asyncpg.PostgresError):
+        return (exc.sqlstate or "").startswith(_TRANSIENT_CLASSES)
+    return True  # OSError, timeouts, protocol / interface errors
+
+
+class PostgresStore:
+    """Group-committing writer on asyncpg (see module docstring)."""
+
+    def __init__(self, config: ReceiverConfig) -> None:
+        self._dsn = asyncpg_dsn(config.database_url)
+        self._config = config
+        self._pending: deque[tuple[AllioRow, asyncio.Future[int]]] = deque()
+        self._wakeup = asyncio.Event()
+        self._writers: list[asyncio.Task[None]] = []
+        self._control: asyncpg.Connection | None = None
+        self._control_lock = asyncio.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closing = False
+        self._busy = 0
+        self._available = True
+        self._gathered: asyncio.Future[None] | None = None
+        self._gather_target = 0
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        conns = await asyncio.gather(
+            *(self._try_connect() for _ in range(self._config.pg_writer_connections))
+        )
+        self._writers = [
+            asyncio.create_task(self._writer(conn), name=f"pg-writer-{i}")
+            for i, conn in enumerate(conns)
+        ]
+
+    async def close(self) -> None:
+        self._closing = True
+        deadline = asyncio.get_running_loop().time() + 5.0
+        while (self._pending or self._busy) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        for task in self._writers:
+            task.cancel()
+        await asyncio.gather(*self._writers, return_exceptions=True)
+        self._writers = []
+        fail_all([fut for _, fut in self._pending], StoreUnavailable("receiver is shutting down"))
+        self._pending.clear()
+        if self._control is not None:
+            self._control.terminate()
+            self._control = None
+
+    # -- writes ----------------------------------------------------------------------
+
+    def insert_allio(self, row: AllioRow) -> asyncio.Future[int]:
+        fut: asyncio.Future[int] = self._loop.create_future()  # type: ignore[union-attr]
+        if self._closing:
+            fut.set_exception(StoreUnavailable("receiver is shutting down"))
+            return fut
+        pending = self._pending
+        pending.append((row, fut))
+        self._wakeup.set()
+        gathered = self._gathered
+        if gathered is not None and len(pending) >= self._gather_target and not gathered.done():
+            gathered.set_result(None)
+        return fut
+
+    async def _gather(self, target: int, delay: float) -> None:
+        """Wait until `target` rows are queued, at most `delay` seconds."""
+        if self._gathered is not None:  # another writer is already gathering
+            return
+        loop = self._loop
+        self._gather_target = target
+        gathered = self._gathered = loop.create_future()  # type: ignore[union-attr]
+        timer = loop.call_later(delay, _set_done, gathered)  # type: ignore[union-attr]
+        try:
+            await gathered
+        finally:
+            timer.cancel()
+            self._gathered = None
+
+    async def _writer(self, conn: asyncpg.Connection | None) -> None:
+        """Take queued rows in batches and write them, one transaction per batch.
+
+        Group commit: rows arriving during a commit form the next batch. While webhooks
+        come in concurrently, the writer also waits (at most `group_commit_delay_ms`) for
+        as many rows as were in flight around the last commit: the senders of the batch
+        just answered usually come back within a fraction of a millisecond, and one
+        transaction for all of them costs the database a fraction of two.
+        """
+        pending, limit = self._pending, self._config.max_batch
+        delay = self._config.group_commit_delay_ms / 1000
+        in_flight = 0  # rows committed last time + rows that queued meanwhile
+        try:
+            while True:
+                while not pending:
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                target = min(in_flight, limit)
+                if delay and target > 1 and len(pending) < target:
+                    await self._gather(target, delay)
+                count = min(len(pending), limit)
+                batch = [pending.popleft() for _ in range(count)]
+                self._busy += 1
+                try:
+                    conn = await self._write_batch(conn, batch)
+                finally:
+                    self._busy -= 1
+                in_flight = count + len(pending)
+        finally:
+            if conn is not None:
+                conn.terminate()
+
+    async def _write_batch(
+        self, conn: asyncpg.Connection | None, batch: list[tuple[AllioRow, asyncio.Future[int]]]
+    ) -> asyncpg.Connection | None:
+        """Insert one batch; returns the connection to keep (None after an outage)."""
+        rows = [row for row, _ in batch]
+        futures = [fut for _, fut in batch]
+        try:
+            if conn is None or conn.is_closed():
+                conn = await self._connect()
+            ids = await self._insert(conn, rows)
+        except asyncio.CancelledError:
+            fail_all(futures, StoreUnavailable("receiver is shutting down"))
+            raise
+        except Exception as exc:
+            if not _is_outage(exc, conn):
+                resolve(futures, await self._insert_one_by_one(conn, rows))  # type: ignore[arg-type]
+                return conn
+            self._mark_unavailable(exc)
+            fail_all(futures, StoreUnavailable("database unavailable"))
+            if conn is not None:
+                conn.terminate()
+            return None
+        self._mark_available()
+        resolve(futures, ids)  # type: ignore[arg-type]
+        return conn
+
+    async def _insert(self, conn: asyncpg.Connection, rows: list[AllioRow]) -> list[int]:
+        records = await conn.fetch(
+            INSERT_ALLIO,
+            [r.integration_uuid for r in rows],
+            [r.command for r in rows],
+            [r.external_ids_array for r in rows],
+            [r.created_at for r in rows],
+            [r.integration_id for r in rows],
+            timeout=self._config.statement_timeout_seconds,
+        )
+        if len(records) != len(rows):  # cannot happen for a plain INSERT; never mis-assign ids
+            raise StoreError(f"inserted {len(records)} rows for a batch of {len(rows)}")
+        return [record[0] for record in records]
+
+    async def _insert_one_by_one(
+        self, conn: asyncpg.Connection, rows: list[AllioRow]
+    ) -> list[int | BaseException]:
+        """After a data error, insert rows singly so one bad row fails alone."""
+        results: list[int | BaseException] = []
+        for row in rows:
+            try:
+                results.append((await self._insert(conn, [row]))[0])
+            except Exception as exc:
+                if _is_outage(exc, conn):
+                    self._mark_unavailable(exc)
+                    results.append(StoreUnavailable("database unavailable"))
+                else:
+                    log.error(
+                        "allio_webhook insert refused for integration %s: %s",
+                        row.integration_id,
+                        type(exc).__name__,
+                    )
+                    results.append(StoreError("webhook could not be stored"))
+        return results
+
+    def _mark_unavailable(self, exc: BaseException) -> None:
+        if self._available:
+            log.warning("PostgreSQL unavailable for writes: %s", type(exc).__name__)
+        self._available = False
+
+    def _mark_available(self) -> None:
+        if not self._available:
+            log.warning("PostgreSQL available for writes again")
+        self._available = True
+
+    # -- connections and small reads -----------------------------------------------------
+
+    async def _connect(self) -> asyncpg.Connection:
+        return await asyncpg.connect(
+            self._dsn,
+            timeout=self._config.connect_timeout_seconds,
+            server_settings={"application_name": "crm-sync-receiver"},
+        )
+
+    async def _try_connect(self) -> asyncpg.Connection | None:
+        try:
+            return await self._connect()
+        except Exception as exc:
+            self._mark_unavailable(exc)
+            return None
+
+    async def _on_control(self, call: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        async with self._control_lock:
+            try:
+                if self._control is None or self._control.is_closed():
+                    self._control = await self._connect()
+                return await call(self._control)
+            except Exception as exc:
+                if self._control is not None:
+                    self._control.terminate()
+                    self._control = None
+                raise StoreUnavailable("database unavailable") from exc
+
+    async def ping(self) -> None:
+        timeout = self._config.statement_timeout_seconds
+        await self._on_control(lambda conn: conn.fetchval("SELECT 1", timeout=timeout))
+
+    async def load_integrations(self) -> dict[str, IntegrationEntry]:
+        timeout = self._config.statement_timeout_seconds
+        rows = await self._on_control(lambda conn: conn.fetch(SELECT_INTEGRATIONS, timeout=timeout))
+        return entries_from_rows(rows)
+
+    async def find_integration(self, webhook_key: str) -> IntegrationEntry | None:
+        timeout = self._config.statement_timeout_seconds
+        rows = await self._on_control(
+            lambda conn: conn.fetch(FIND_INTEGRATION, webhook_key, timeout=timeout)
+        )
+        return entries_from_rows(rows).get(webhook_key)

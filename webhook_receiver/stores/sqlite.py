@@ -1,0 +1,277 @@
+"""SQLite store: the stdlib sqlite3 in one dedicated writer thread, with group commit.
+
+Requests put rows on a thread-safe queue; the writer thread takes everything queued
+(up to `max_batch`), writes it in one `BEGIN IMMEDIATE ... COMMIT` (WAL), and hands the
+ids back to the event loop in one callback. A lock held elsewhere longer than the
+busy timeout makes the batch fail with StoreUnavailable (503).
+
+Receiver processes (uvicorn --workers N) take turns through a `flock` on a side file
+(`<db>.receiver-lock`) before BEGIN IMMEDIATE: the kernel queues them, where SQLite's
+busy handler would make them poll with sleeps of up to 100 ms and starve each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import quote
+
+from crm_schema.engine import normalize_url, sqlite_path
+from crm_schema.tables import allio_webhook, integrations
+from webhook_receiver.config import ReceiverConfig
+from webhook_receiver.stores.base import (
+    ALLIO_INSERT_COLUMNS,
+    SELECT_INTEGRATIONS,
+    AllioRow,
+    IntegrationEntry,
+    StoreError,
+    StoreUnavailable,
+    entries_from_rows,
+    fail_all,
+    resolve,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+INSERT_ALLIO = (
+    f"INSERT INTO {allio_webhook.name} ({', '.join(ALLIO_INSERT_COLUMNS)}) VALUES (?, ?, ?, ?, ?)"
+)
+FIND_INTEGRATION = f"{SELECT_INTEGRATIONS} WHERE {integrations.c.webhook_key.name} = ?"
+# The format SQLAlchemy uses for DateTime on SQLite (naive, here always UTC).
+TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+# Errors that concern one row (constraint, bad value), not the database as a whole.
+_ROW_ERRORS = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError)
+
+_Item = tuple[AllioRow, asyncio.Future[int]]
+
+
+class SqliteStore:
+    """Group-committing writer thread on sqlite3 (see module docstring)."""
+
+    def __init__(self, config: ReceiverConfig) -> None:
+        path = sqlite_path(normalize_url(config.database_url))
+        if path is None:
+            raise ValueError("the receiver needs a SQLite file, not an in-memory database")
+        self._path: Path = path
+        self._config = config
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._control: sqlite3.Connection | None = None
+        self._control_lock = threading.Lock()
+        self._closing = False
+        self._available = True
+        self._turn_fd: int | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        try:
+            lock_path = self._path.with_name(self._path.name + ".receiver-lock")
+            self._turn_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:  # read-only folder: fall back to SQLite's busy handler alone
+            self._turn_fd = None
+        self._thread = threading.Thread(target=self._writer_main, name="sqlite-writer", daemon=True)
+        self._thread.start()
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._thread is not None:
+            self._queue.put(None)
+            await asyncio.to_thread(self._thread.join, 10.0)
+            self._thread = None
+        leftovers: list[asyncio.Future[int]] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                leftovers.append(item[1])
+        fail_all(leftovers, StoreUnavailable("receiver is shutting down"))
+        with self._control_lock:
+            if self._control is not None:
+                self._control.close()
+                self._control = None
+        if self._turn_fd is not None:
+            os.close(self._turn_fd)
+            self._turn_fd = None
+
+    # -- writes ------------------------------------------------------------------------
+
+    def insert_allio(self, row: AllioRow) -> asyncio.Future[int]:
+        fut: asyncio.Future[int] = self._loop.create_future()  # type: ignore[union-attr]
+        if self._closing:
+            fut.set_exception(StoreUnavailable("receiver is shutting down"))
+        else:
+            self._queue.put((row, fut))
+        return fut
+
+    def _connect(self) -> sqlite3.Connection:
+        # mode=rw: a missing file is an outage, not a new empty database.
+        conn = sqlite3.connect(
+            f"file:{quote(str(self._path.resolve()))}?mode=rw",
+            uri=True,
+            timeout=self._config.sqlite_busy_timeout_ms / 1000,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        conn.execute(f"PRAGMA busy_timeout={int(self._config.sqlite_busy_timeout_ms)}")
+        if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self._config.sqlite_synchronous.upper()}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        return conn
+
+    def _writer_main(self) -> None:
+        get, get_nowait, limit = self._queue.get, self._queue.get_nowait, self._config.max_batch
+        conn: sqlite3.Connection | None = None
+        stop = False
+        while not stop:
+            item = get()
+            if item is None:
+                break
+            batch = [item]
+            while len(batch) < limit:
+                try:
+                    item = get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            futures = [fut for _, fut in batch]
+            try:
+                if conn is None:
+                    conn = self._connect()
+                results: list[int | BaseException] = self._write(conn, [r for r, _ in batch])
+            except Exception as exc:  # locked, I/O error, missing file or table, ...
+                if not isinstance(exc, sqlite3.Error):
+                    log.exception("SQLite writer failed unexpectedly")
+                self._mark_unavailable(exc)
+                results = [StoreUnavailable("database unavailable")] * len(batch)
+                if conn is not None:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.close()
+                    conn = None
+            else:
+                self._mark_available()
+            try:
+                self._loop.call_soon_threadsafe(resolve, futures, results)  # type: ignore[union-attr]
+            except RuntimeError:  # the event loop is gone (process shutting down)
+                break
+        if conn is not None:
+            conn.close()
+
+    def _write(self, conn: sqlite3.Connection, rows: list[AllioRow]) -> list[int | BaseException]:
+        """One transaction for the whole batch; a bad row fails alone (statement rollback)."""
+        with self._writers_turn():
+            return self._write_locked(conn, rows)
+
+    @contextlib.contextmanager
+    def _writers_turn(self) -> Iterator[None]:
+        """Wait (in the kernel, FIFO-ish) for this process's turn among receiver writers."""
+        fd = self._turn_fd
+        if fd is None:
+            yield
+            return
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _write_locked(
+        self, conn: sqlite3.Connection, rows: list[AllioRow]
+    ) -> list[int | BaseException]:
+        results: list[int | BaseException] = []
+        cur = conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            for row in rows:
+                try:
+                    cur.execute(
+                        INSERT_ALLIO,
+                        (
+                            row.integration_uuid,
+                            row.command,
+                            row.external_ids_array,
+                            row.created_at.strftime(TIMESTAMP_FORMAT),
+                            row.integration_id,
+                        ),
+                    )
+                except _ROW_ERRORS as exc:
+                    log.error(
+                        "allio_webhook insert refused for integration %s: %s",
+                        row.integration_id,
+                        type(exc).__name__,
+                    )
+                    results.append(StoreError("webhook could not be stored"))
+                else:
+                    results.append(cur.lastrowid)  # type: ignore[arg-type]
+            cur.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return results
+
+    def _mark_unavailable(self, exc: BaseException) -> None:
+        if self._available:
+            log.warning("SQLite unavailable for writes: %s", exc)
+        self._available = False
+
+    def _mark_available(self) -> None:
+        if not self._available:
+            log.warning("SQLite available for writes again")
+        self._available = True
+
+    # -- small reads (worker threads, one control connection) ----------------------------
+
+    def _on_control_sync(self, call: Callable[[sqlite3.Connection], T]) -> T:
+        with self._control_lock:
+            try:
+                if self._control is None:
+                    self._control = self._connect()
+                return call(self._control)
+            except sqlite3.Error as exc:
+                if self._control is not None:
+                    self._control.close()
+                    self._control = None
+                raise StoreUnavailable("database unavailable") from exc
+
+    async def _on_control(self, call: Callable[[sqlite3.Connection], T]) -> T:
+        return await asyncio.to_thread(self._on_control_sync, call)
+
+    @staticmethod
+    def _probe_write(conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(f"SELECT 1 FROM {allio_webhook.name} LIMIT 1").fetchall()
+        finally:
+            conn.execute("ROLLBACK")
+
+    async def ping(self) -> None:
+        await self._on_control(self._probe_write)
+
+    async def load_integrations(self) -> dict[str, IntegrationEntry]:
+        rows = await self._on_control(lambda conn: conn.execute(SELECT_INTEGRATIONS).fetchall())
+        return entries_from_rows(rows)
+
+    async def find_integration(self, webhook_key: str) -> IntegrationEntry | None:
+        rows = await self._on_control(
+            lambda conn: conn.execute(FIND_INTEGRATION, (webhook_key,)).fetchall()
+        )
+        return entries_from_rows(rows).get(webhook_key)
