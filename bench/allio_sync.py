@@ -279,6 +279,10 @@ def main() -> int:
     rejected = [c for c in calls if c["quota_rejected"] or c["status"] == 429]
     times = [c["time"] for c in accepted]
     busy = (max(times) - min(times) + 1 / QUOTA) if times else 0.0
+    ordered = sorted(times)
+    gaps = [b - a for a, b in zip(ordered, ordered[1:], strict=False)]
+    # Time the quota sat idle: every gap beyond the pacing interval.
+    idle = sum(g - 1 / QUOTA for g in gaps if g > 1 / QUOTA)
     ids_called = sum(len(c["ids"] or []) for c in accepted)
     task_ids = [len(json.loads(r.external_ids)) for r in task_rows]
     naive_calls = sum(max(1, math.ceil(n / 100)) for n in task_ids)
@@ -294,6 +298,8 @@ def main() -> int:
         quota_use=round(len(accepted) / (busy * QUOTA), 3) if busy else 0.0,
         over_quota=len(rejected) + window_violations(times, int(QUOTA)),
         drain_seconds=round(drain_seconds, 1),
+        idle_quota_seconds=round(idle, 1),
+        longest_gap_s=round(max(gaps, default=0.0), 2),
         failed_tasks=sum(1 for r in task_rows if r.status == 3),
         naive_api_calls=naive_calls,
         naive_drain_seconds=round(naive_calls / QUOTA, 1),
@@ -318,6 +324,10 @@ def main() -> int:
     print(f"| backlog drain, s | {result['drain_seconds']} | ≥ {result['naive_drain_seconds']} |")
     print(f"| quota use under backlog | {result['quota_use']:.1%} | |")
     print(f"| over-quota requests | {result['over_quota']} | |")
+    print(
+        f"| quota idle during backlog, s (longest gap) | {result['idle_quota_seconds']} "
+        f"({result['longest_gap_s']}) | |"
+    )
     print(
         f"| latency light load p50 / p95, s | {result['light_p50_s']} / {result['light_p95_s']} | |"
     )

@@ -43,6 +43,21 @@ def is_delete_command(command: str) -> bool:
     return command.endswith("_DEL")
 
 
+TASK_COLUMNS = (
+    allio_tasks.c.id,
+    allio_tasks.c.integration_id,
+    allio_tasks.c.entity,
+    allio_tasks.c.command,
+    allio_tasks.c.external_ids,
+    allio_tasks.c.attempts,
+)
+
+
+def _delete_command():  # noqa: ANN202 - SQL expression
+    """SQL twin of `is_delete_command` (`_` is a LIKE wildcard, hence the escape)."""
+    return allio_tasks.c.command.like("%\\_DEL", escape="\\")
+
+
 def now_utc() -> datetime:
     """Timezone-aware current UTC time (the one clock for task timestamps)."""
     return datetime.now(UTC)
@@ -136,7 +151,7 @@ def claim_tasks(
     tasks (delete control) instead of the fetchable ones; `day=None` means any day.
     """
     now = now_utc()
-    del_filter = allio_tasks.c.command.like("%\\_DEL", escape="\\")
+    del_filter = _delete_command()
     conditions = [
         allio_tasks.c.entity == entity,
         _claimable(lease, now, statuses),
@@ -158,14 +173,7 @@ def claim_tasks(
             run_id=run_id,
             attempts=allio_tasks.c.attempts + 1,
         )
-        .returning(
-            allio_tasks.c.id,
-            allio_tasks.c.integration_id,
-            allio_tasks.c.entity,
-            allio_tasks.c.command,
-            allio_tasks.c.external_ids,
-            allio_tasks.c.attempts,
-        )
+        .returning(*TASK_COLUMNS)
     ).all()
     return sorted((_to_task(r) for r in result), key=lambda t: t.id)
 
@@ -179,18 +187,11 @@ def tasks_of_day(
 ) -> list[Task]:
     """Every fetchable task created on `day`, whatever its status (for backfills)."""
     start, end = day_bounds(day)
-    query = select(
-        allio_tasks.c.id,
-        allio_tasks.c.integration_id,
-        allio_tasks.c.entity,
-        allio_tasks.c.command,
-        allio_tasks.c.external_ids,
-        allio_tasks.c.attempts,
-    ).where(
+    query = select(*TASK_COLUMNS).where(
         allio_tasks.c.entity == entity,
         allio_tasks.c.created_at >= start,
         allio_tasks.c.created_at < end,
-        not_(allio_tasks.c.command.like("%\\_DEL", escape="\\")),
+        not_(_delete_command()),
     )
     if integration_ids is not None:
         query = query.where(allio_tasks.c.integration_id.in_(list(integration_ids)))
@@ -264,7 +265,7 @@ def pending_summary(conn: Connection) -> list[tuple[date, int, int]]:
         .where(
             allio_tasks.c.status == TASK_NEW,
             allio_tasks.c.entity.in_(SYNC_ENTITIES),
-            not_(allio_tasks.c.command.like("%\\_DEL", escape="\\")),
+            not_(_delete_command()),
             integrations.c.is_active.is_(True),
         )
         .group_by(day_expr)
@@ -293,7 +294,7 @@ def status_counts(
 ) -> dict[int, int]:
     """Task count per status for the tasks created on `day`."""
     start, end = day_bounds(day)
-    del_filter = allio_tasks.c.command.like("%\\_DEL", escape="\\")
+    del_filter = _delete_command()
     query = (
         select(allio_tasks.c.status, func.count())
         .where(

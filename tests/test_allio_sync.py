@@ -429,3 +429,23 @@ def test_wrong_token_fails_tasks_without_leaking_it(crm, instance, emulator: Emu
     assert [r.status_code for r in logged] == [401]
     assert all(secret not in str(tuple(r)) for r in logged)
     assert metadata(result, RESERVES)["tasks_failed"] == 1
+
+
+def test_live_run_for_today_takes_waiting_webhooks_itself(crm, emulator, instance):
+    """A lingering live run does not wait for the sensor's next tick to see new webhooks."""
+    url, engine = crm
+    integ = add_allio(engine, emulator.base_url)
+    add_webhook(engine, integ, "RESERVE_ADD", [31, 32])
+    result = run_sync(url, instance, today())  # no sensor tick before the run
+    assert result.success
+    assert set(rows(engine, reserves)) == {"31", "32"}
+    assert [t["status"] for t in tasks(engine).values()] == [2]
+
+
+def test_live_run_for_another_day_leaves_webhooks_to_the_sensor(crm, emulator, instance):
+    url, engine = crm
+    integ = add_allio(engine, emulator.base_url)
+    add_webhook(engine, integ, "RESERVE_ADD", [33])
+    assert run_sync(url, instance, days_ago(1)).success
+    assert tasks(engine) == {}
+    assert rows(engine, reserves) == {}

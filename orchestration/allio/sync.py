@@ -46,7 +46,7 @@ class SyncOptions:
     # Live runs keep polling for new tasks this long after running dry, so a
     # steady trickle of webhooks is served by one run instead of many.
     idle_seconds: float = 0.0
-    poll_seconds: float = 1.0
+    poll_seconds: float = 0.25
     max_seconds: float = 600.0
 
 
@@ -134,6 +134,7 @@ class AllioSync:
         idle_since: float | None = None
         first = True
         while True:
+            self._take_new_webhooks()
             work = self._collect(first)
             first = False
             if work:
@@ -152,6 +153,18 @@ class AllioSync:
                 break
         self.stats.seconds = round(time.monotonic() - started, 3)
         return self.stats
+
+    def _take_new_webhooks(self) -> None:
+        """A live run for today turns waiting webhooks into tasks itself.
+
+        The sensor stays the owner of this step; a running live run only saves the
+        wait for the next tick. Task creation is idempotent (unique webhook_id), so
+        the two never duplicate a task.
+        """
+        if self.opts.mode != "live" or self.opts.day != tasks_q.now_utc().date():
+            return
+        with self.engine.begin() as conn:
+            tasks_q.tasks_from_webhooks(conn, 0)
 
     def _collect(self, first: bool) -> list[_Work]:
         active = self.active_integrations()
