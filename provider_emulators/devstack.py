@@ -8,6 +8,7 @@ Everything talks over HTTP or the CLI; nothing here imports the other layers.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -168,14 +169,21 @@ def main() -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        _stop(procs)
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    """SIGINT first (dagster dev shuts down cleanly on it), then SIGTERM, then SIGKILL."""
+    for sig, grace in ((signal.SIGINT, 10), (signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        alive = [p for p in procs if p.poll() is None]
+        if not alive:
+            return
+        for proc in alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(p.poll() is None for p in alive):
+            time.sleep(0.2)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,69 @@
+"""`make dev`'s launcher brings the whole demo up and a real run fills the CRM tables."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from crm_schema.engine import make_engine
+from crm_schema.migrate import upgrade
+from provider_emulators.testing import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_demo_stack_shows_finished_runs(tmp_path: Path) -> None:
+    database_url = f"sqlite:///{tmp_path / 'crm.sqlite3'}"
+    upgrade(database_url)  # what `make dev` does before starting the launcher
+    ports = {name: free_port() for name in ("RECEIVER", "EMULATOR", "DAGSTER")}
+    env = dict(
+        os.environ,
+        DATABASE_URL=database_url,
+        DAGSTER_HOME=str(tmp_path / "dagster_home"),
+        **{f"CRM_DEV_{name}_PORT": str(port) for name, port in ports.items()},
+    )
+    env.pop("DAGSTER_PG_URL", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "provider_emulators.devstack"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    engine = make_engine(database_url)
+    try:
+        deadline = time.monotonic() + 150
+        done = 0
+        while time.monotonic() < deadline and proc.poll() is None:
+            with engine.connect() as conn:
+                done = conn.execute(
+                    text("SELECT count(*) FROM allio_tasks WHERE status = 2")
+                ).scalar()
+            if done >= 80:
+                break
+            time.sleep(1)
+        assert proc.poll() is None, "the launcher exited early"
+        assert done == 80, f"{done} of 80 demo tasks synced"
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM reserves")).scalar() > 0
+            assert conn.execute(text("SELECT count(*) FROM contacts")).scalar() > 0
+        health = httpx.get(f"http://127.0.0.1:{ports['RECEIVER']}/healthz", timeout=5)
+        assert health.status_code == 200
+        ui = httpx.get(f"http://127.0.0.1:{ports['DAGSTER']}/server_info", timeout=5)
+        assert ui.status_code == 200
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+        engine.dispose()
+    assert "crm-sync demo is up" in output
