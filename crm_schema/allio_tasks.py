@@ -250,8 +250,10 @@ def release_tasks(conn: Connection, task_ids: Iterable[int], run_id: str) -> int
     ).rowcount
 
 
-def pending_summary(conn: Connection) -> list[tuple[date, int, int]]:
-    """(day, pending fetchable tasks, max task id) per day, active integrations only."""
+DEFAULT_LEASE = timedelta(minutes=10)
+
+
+def _day_summary(conn: Connection, condition, extra):  # noqa: ANN001, ANN202
     col = allio_tasks.c.created_at
     # Partitions are UTC days; PostgreSQL would otherwise use the session time zone.
     day_expr = (
@@ -260,10 +262,10 @@ def pending_summary(conn: Connection) -> list[tuple[date, int, int]]:
         else func.date(col)
     )
     rows = conn.execute(
-        select(day_expr, func.count(), func.max(allio_tasks.c.id))
+        select(day_expr, func.count(), func.max(allio_tasks.c.id), extra)
         .join(integrations, integrations.c.id == allio_tasks.c.integration_id)
         .where(
-            allio_tasks.c.status == TASK_NEW,
+            condition,
             allio_tasks.c.entity.in_(SYNC_ENTITIES),
             not_(_delete_command()),
             integrations.c.is_active.is_(True),
@@ -271,10 +273,44 @@ def pending_summary(conn: Connection) -> list[tuple[date, int, int]]:
         .group_by(day_expr)
         .order_by(day_expr)
     ).all()
+    return [
+        (
+            day if isinstance(day, date) else date.fromisoformat(str(day)[:10]),
+            int(count),
+            int(max_id),
+            last,
+        )
+        for day, count, max_id, last in rows
+    ]
+
+
+def pending_summary(conn: Connection) -> list[tuple[date, int, int]]:
+    """(day, pending fetchable tasks, max task id) per day, active integrations only."""
+    return [
+        (day, count, max_id)
+        for day, count, max_id, _ in _day_summary(
+            conn, allio_tasks.c.status == TASK_NEW, func.count()
+        )
+    ]
+
+
+def stale_summary(
+    conn: Connection, lease: timedelta = DEFAULT_LEASE
+) -> list[tuple[date, int, int, int]]:
+    """(day, tasks stuck in progress past the lease, max task id, latest claim as epoch s).
+
+    A run that crashed leaves these behind; the latest claim time tells one crash
+    from the next, so each gets its own run key.
+    """
+    stale = and_(
+        allio_tasks.c.status == TASK_IN_PROGRESS, allio_tasks.c.claimed_at < now_utc() - lease
+    )
     out = []
-    for day_value, count, max_id in rows:
-        d = day_value if isinstance(day_value, date) else date.fromisoformat(str(day_value)[:10])
-        out.append((d, int(count), int(max_id)))
+    for day, count, max_id, last in _day_summary(conn, stale, func.max(allio_tasks.c.claimed_at)):
+        if isinstance(last, str):
+            last = datetime.fromisoformat(last)
+        last = last if last.tzinfo else last.replace(tzinfo=UTC)
+        out.append((day, count, max_id, int(last.timestamp())))
     return out
 
 
@@ -323,6 +359,7 @@ __all__ = [
     "is_delete_command",
     "parse_external_ids",
     "pending_summary",
+    "stale_summary",
     "release_tasks",
     "status_counts",
     "stuck_task_count",

@@ -54,10 +54,11 @@ def allio_webhook_sensor(context: SensorEvaluationContext, crm_db: CrmDatabase):
         created, last_id = tasks_q.tasks_from_webhooks(conn, cursor)
     with crm_db.engine.connect() as conn:
         pending = tasks_q.pending_summary(conn)
+        stale = [] if pending else tasks_q.stale_summary(conn)
     new_cursor = str(max(cursor, last_id))
     if created:
         context.log.info(f"created {created} allio tasks up to webhook {last_id}")
-    if not pending:
+    if not pending and not stale:
         return SensorResult(skip_reason=SkipReason("no pending allio tasks"), cursor=new_cursor)
     if live_run_active(context, allio_sync_job.name):
         return SensorResult(
@@ -65,15 +66,20 @@ def allio_webhook_sensor(context: SensorEvaluationContext, crm_db: CrmDatabase):
             cursor=new_cursor,
         )
     today = datetime.now(UTC).date()
-    by_day = {day: (count, max_id) for day, count, max_id in pending}
+    if pending:
+        by_day = {day: f"{max_id}" for day, _count, max_id in pending}
+    else:
+        # Only tasks a crashed run left in progress: their own key per crash (the
+        # latest claim time), since the key of the run that crashed is spent.
+        by_day = {day: f"{max_id}:reclaim-{claimed}" for day, _n, max_id, claimed in stale}
+        context.log.warning(f"reclaiming allio tasks stuck past the lease: {stale}")
     # Today's partition first; a day left behind (downtime) comes next.
     day = today if today in by_day else min(by_day)
-    count, max_id = by_day[day]
     key = day.isoformat()
     return SensorResult(
         run_requests=[
             RunRequest(
-                run_key=f"allio:{key}:{max_id}",
+                run_key=f"allio:{key}:{by_day[day]}",
                 partition_key=key,
                 tags=sync_tags("allio", "live"),
             )

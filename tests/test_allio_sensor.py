@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 from dagster import DagsterRunStatus, SensorResult
@@ -26,9 +27,11 @@ from tests.allio_fixtures import (
     add_webhook,
     at_noon,
     days_ago,
+    run_sync,
     tasks,
     tick,
     today,
+    utcnow,
 )
 
 # Fixtures shared by the ALLIO tests (bound here so pytest finds them in this module).
@@ -290,3 +293,30 @@ def test_only_a_disabled_integration_pending_requests_nothing(crm, instance):
     with engine.begin() as conn:
         set_active(conn, disabled.id, True)
     assert len(tick(url, instance).run_requests) == 1
+
+
+def test_tasks_left_by_a_crashed_run_get_a_reclaim_run(crm, emulator, instance):
+    """No new task, but a crashed run left tasks in progress past the lease: a run is
+    requested under a fresh key (the crashed run's key is spent) and it reclaims them."""
+    url, engine = crm
+    integ = add_allio(engine, emulator.base_url)
+    claimed = utcnow() - timedelta(minutes=30)
+    task_id = add_task(
+        engine, integ, "RESERVE_ADD", [41, 42], status=1, claimed_at=claimed, run_id="crashed"
+    )
+    [request] = tick(url, instance).run_requests
+    assert (
+        request.run_key
+        == f"allio:{today().isoformat()}:{task_id}:reclaim-{int(claimed.timestamp())}"
+    )
+    assert run_sync(url, instance, request.partition_key, request.tags).success
+    assert tasks(engine)[task_id]["status"] == 2
+    assert not tick(url, instance).run_requests
+
+
+def test_tasks_in_progress_within_the_lease_request_nothing(crm, emulator, instance):
+    url, engine = crm
+    integ = add_allio(engine, emulator.base_url)
+    add_task(engine, integ, "RESERVE_ADD", [43], status=1, claimed_at=utcnow(), run_id="busy")
+    result = tick(url, instance)
+    assert not result.run_requests
