@@ -79,22 +79,27 @@ def db() -> None:
     """Database migrations."""
 
 
+def _migrate(direction: str, database_url: str | None, revision: str) -> None:
+    """Run Alembic one way, every failure turned into a clear CLI error."""
+    from crm_schema import migrate
+
+    url = database_url or get_settings().database_url
+    try:
+        getattr(migrate, direction)(url, revision)
+    except DatabaseUrlError as exc:
+        raise click.ClickException(str(exc)) from None
+    except SQLAlchemyError as exc:
+        first = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+        raise click.ClickException(f"cannot {direction} {_safe_url(url)}: {first}") from None
+    click.echo(f"database at {_safe_url(url)}: {direction} to {revision} done")
+
+
 @db.command("upgrade")
 @database_option
 @click.option("--revision", default="head", show_default=True)
 def db_upgrade(database_url: str | None, revision: str) -> None:
     """Apply migrations (creates the SQLite file when needed)."""
-    from crm_schema.migrate import upgrade
-
-    url = database_url or get_settings().database_url
-    try:
-        upgrade(url, revision)
-    except DatabaseUrlError as exc:
-        raise click.ClickException(str(exc)) from None
-    except SQLAlchemyError as exc:
-        first = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
-        raise click.ClickException(f"cannot migrate {_safe_url(url)}: {first}") from None
-    click.echo(f"database at {_safe_url(url)} is at revision {revision}")
+    _migrate("upgrade", database_url, revision)
 
 
 @db.command("downgrade")
@@ -102,14 +107,7 @@ def db_upgrade(database_url: str | None, revision: str) -> None:
 @click.option("--revision", default="base", show_default=True)
 def db_downgrade(database_url: str | None, revision: str) -> None:
     """Revert migrations (default: all of them)."""
-    from crm_schema.migrate import downgrade
-
-    url = database_url or get_settings().database_url
-    try:
-        downgrade(url, revision)
-    except DatabaseUrlError as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(f"database at {_safe_url(url)} downgraded to {revision}")
+    _migrate("downgrade", database_url, revision)
 
 
 @main.group()
