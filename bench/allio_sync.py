@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from crm_schema.engine import make_engine  # noqa: E402
 from crm_schema.migrate import upgrade  # noqa: E402
-from crm_schema.tables import allio_tasks, allio_webhook  # noqa: E402
+from crm_schema.providers.allio import allio_tasks, allio_webhook  # noqa: E402
 from provider_emulators.sender import post_json  # noqa: E402
 from provider_emulators.testing import free_port  # noqa: E402
 

@@ -68,8 +68,9 @@ def worker(args: dict[str, Any]) -> dict[str, Any]:
     """One OS process: call reserve_list(100 ids) until the phase ends."""
     from crm_schema.integrations import get_integration
     from orchestration.db import shared_engine
+    from orchestration.defs.allio.resources import AllioResource
     from orchestration.ratelimit import LocalRateLimiter
-    from orchestration.resources import AllioResource, CallStats, ProviderError
+    from orchestration.resources import CallStats, ProviderError
 
     logging.getLogger("orchestration").setLevel(logging.ERROR)  # retries are counted instead
     resource = AllioResource(database_url=args["database_url"], egress_id=args["egress_id"])

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.engine.url import URL
 
-from crm_schema.settings import get_settings
+from crm_sync.settings import get_settings
 
 
 class DatabaseUrlError(ValueError):
@@ -74,6 +78,11 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
         # IMMEDIATE takes the write lock up front, so two writers never deadlock
         # on a read-to-write upgrade; busy_timeout then queues them.
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def dialect_insert(conn: Connection) -> Callable[[Table], Any]:
+    """The dialect's `insert` (both have ON CONFLICT) for this connection."""
+    return pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
 
 
 def is_sqlite(engine: Engine) -> bool:

@@ -11,12 +11,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Table, func, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from crm_schema.tables import contacts, dealcards, reserves
+from crm_schema.engine import dialect_insert
 
-ENTITY_TABLES: dict[str, Table] = {"reserve": reserves, "dealcard": dealcards, "contact": contacts}
 KEY = ("integration_id", "external_id")
 
 
@@ -30,9 +27,8 @@ def upsert_entities(
     """
     if not rows:
         return {}
-    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     values = [dict(r, synced_at=synced_at, deleted_at=None) for r in rows]
-    stmt = insert(table)
+    stmt = dialect_insert(conn)(table)
     updatable = {
         c.name: stmt.excluded[c.name]
         for c in table.columns

@@ -1,4 +1,4 @@
-"""Integration records: create, list, look up and toggle connected accounts."""
+"""Integration records: create, list, look up, update and toggle connected accounts."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from crm_schema.tables import integrations
-
-PROVIDERS = ("allio",)
-WEBHOOK_PATHS = {"allio": "/webhooks/allio/{webhook_key}"}
+from crm_sync.redaction import mask_secret
+from crm_sync.registry import PROVIDERS, UnknownProvider, get_provider
 
 
 class IntegrationError(ValueError):
@@ -32,10 +31,20 @@ class Integration:
     settings: dict[str, Any]
     is_active: bool
     credentials: dict[str, Any]
+    webhook_secret: str | None = None
+
+    @property
+    def webhook_paths(self) -> list[str]:
+        """Every receiver path this integration's provider posts to."""
+        spec = PROVIDERS.get(self.provider)
+        paths = spec.webhook_paths if spec else ()
+        return [p.format(webhook_key=self.webhook_key) for p in paths]
 
     @property
     def webhook_path(self) -> str:
-        return WEBHOOK_PATHS[self.provider].format(webhook_key=self.webhook_key)
+        """The main webhook path ('' for a provider that sends none)."""
+        paths = self.webhook_paths
+        return paths[0] if paths else ""
 
     def __repr__(self) -> str:
         return f"Integration(id={self.id}, provider={self.provider!r}, name={self.name!r})"
@@ -51,18 +60,10 @@ class Integration:
             "webhook_path": self.webhook_path,
             "api_base_url": self.api_base_url,
             "credentials": {k: mask_secret(v) for k, v in self.credentials.items()},
+            "webhook_secret": mask_secret(self.webhook_secret) if self.webhook_secret else None,
             "settings": self.settings,
             "is_active": self.is_active,
         }
-
-
-def mask_secret(value: object) -> str:
-    """Mask a secret, keeping only enough to tell two apart."""
-    text = "" if value is None else str(value)
-    # Only long tokens show a tail: four characters of a short one give too much away.
-    if len(text) < 16:
-        return "****"
-    return f"****{text[-4:]}"
 
 
 def new_webhook_key() -> str:
@@ -81,6 +82,7 @@ def _row_to_integration(row: Any) -> Integration:
         settings=dict(row.settings or {}),
         is_active=bool(row.is_active),
         credentials=dict(row.credentials or {}),
+        webhook_secret=row.webhook_secret,
     )
 
 
@@ -93,10 +95,13 @@ def add_integration(
     api_base_url: str | None,
     credentials: dict[str, Any],
     settings: dict[str, Any] | None = None,
+    webhook_secret: str | None = None,
 ) -> Integration:
     """Insert an integration with a fresh webhook key; duplicate uuids are refused."""
-    if provider not in PROVIDERS:
-        raise IntegrationError(f"unknown provider '{provider}' (known: {', '.join(PROVIDERS)})")
+    try:
+        get_provider(provider)
+    except UnknownProvider as exc:
+        raise IntegrationError(str(exc)) from None
     if integration_uuid is not None:
         dup = conn.execute(
             select(integrations.c.id).where(
@@ -117,6 +122,7 @@ def add_integration(
                 integration_uuid=integration_uuid,
                 webhook_key=new_webhook_key(),
                 api_base_url=api_base_url,
+                webhook_secret=webhook_secret,
                 credentials=credentials,
                 settings=settings or {},
                 is_active=True,
@@ -154,6 +160,36 @@ def set_active(conn: Connection, integration_id: int, active: bool) -> Integrati
     """Enable or disable an integration."""
     result = conn.execute(
         update(integrations).where(integrations.c.id == integration_id).values(is_active=active)
+    )
+    if result.rowcount == 0:
+        raise IntegrationError(f"no integration with id {integration_id}")
+    return get_integration(conn, integration_id)
+
+
+def update_integration(
+    conn: Connection,
+    integration_id: int,
+    *,
+    name: str | None = None,
+    api_base_url: str | None = None,
+    credentials: dict[str, Any] | None = None,
+    settings: dict[str, Any] | None = None,
+) -> Integration:
+    """Change an integration; `credentials` entries replace the stored ones by key,
+    `settings` replaces the settings (validate them first)."""
+    values: dict[str, Any] = {}
+    if name is not None:
+        values["name"] = name
+    if api_base_url is not None:
+        values["api_base_url"] = api_base_url
+    if credentials:
+        values["credentials"] = get_integration(conn, integration_id).credentials | credentials
+    if settings is not None:
+        values["settings"] = settings
+    if not values:
+        return get_integration(conn, integration_id)
+    result = conn.execute(
+        update(integrations).where(integrations.c.id == integration_id).values(**values)
     )
     if result.rowcount == 0:
         raise IntegrationError(f"no integration with id {integration_id}")

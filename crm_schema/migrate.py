@@ -8,7 +8,7 @@ from alembic import command
 from alembic.config import Config
 
 from crm_schema.engine import normalize_url
-from crm_schema.settings import get_settings
+from crm_sync.settings import get_settings
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 

@@ -1,6 +1,8 @@
-"""SQLAlchemy Core table definitions: the single source of the CRM schema.
+"""SQLAlchemy Core table definitions shared by every provider: the core of the CRM schema.
 
-Seed column names (`allio_webhook.external_ids_array`, `allio_tasks.external_ids`,
+Provider tables (inbox, tasks, entities) live in `crm_schema.providers.<name>` and
+share this `metadata`; `load_provider_tables()` imports every registered one (Alembic
+and the schema tests need the whole schema). Seed column names (`allio_tasks.external_ids`,
 `status`, `entity`, ...) are kept as the requirement documents spell them.
 """
 
@@ -38,7 +40,7 @@ NAMING = {
 metadata = MetaData(naming_convention=NAMING)
 
 
-def _now() -> Column:
+def created_at_column() -> Column:
     return Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now())
 
 
@@ -58,7 +60,7 @@ integrations = Table(
     Column("credentials", JSON, nullable=False, default=dict),
     Column("settings", JSON, nullable=False, default=dict),
     Column("is_active", Boolean, nullable=False, server_default="1", default=True),
-    _now(),
+    created_at_column(),
     Column(
         "updated_at",
         DateTime(timezone=True),
@@ -69,49 +71,61 @@ integrations = Table(
     UniqueConstraint("provider", "integration_uuid", name="uq_integrations_provider_uuid"),
 )
 
-allio_webhook = Table(
-    "allio_webhook",
-    metadata,
-    Column("id", BigId, primary_key=True, autoincrement=True),
-    Column("integration_uuid", String(64), nullable=False),
-    Column("command", String(64), nullable=False),
-    Column("external_ids_array", Text, nullable=False),
-    _now(),
-    Column("integration_id", BigId, ForeignKey("integrations.id"), nullable=False),
-    Column("processed_at", DateTime(timezone=True)),
-)
-# The sensor scans unprocessed rows, not `id > cursor`: ids are allocated before
-# commit, so a lower id can become visible after a higher one.
-Index(
-    "ix_allio_webhook_unprocessed",
-    allio_webhook.c.id,
-    postgresql_where=allio_webhook.c.processed_at.is_(None),
-    sqlite_where=allio_webhook.c.processed_at.is_(None),
-)
 
-allio_tasks = Table(
-    "allio_tasks",
-    metadata,
-    Column("id", BigId, primary_key=True, autoincrement=True),
-    Column("external_ids", Text, nullable=False),
-    Column("status", SmallInteger, nullable=False, server_default="0", default=TASK_NEW),
-    _now(),
-    Column("entity", String(32), nullable=False),
-    Column("integration_id", BigId, ForeignKey("integrations.id"), nullable=False),
-    Column("command", String(64), nullable=False),
-    Column("webhook_id", BigId, ForeignKey("allio_webhook.id"), unique=True),
-    Column("attempts", Integer, nullable=False, server_default="0", default=0),
-    Column("error", Text),
-    Column("claimed_at", DateTime(timezone=True)),
-    Column("finished_at", DateTime(timezone=True)),
-    Column("run_id", String(64)),
-    Index("ix_allio_tasks_status_created", "status", "created_at"),
-    Index("ix_allio_tasks_integration_status", "integration_id", "status"),
-    Index("ix_allio_tasks_created", "created_at"),
-)
+def task_table(name: str, inbox: Table, *extra: Column) -> Table:
+    """A provider's task table: the columns the generic task queue works on.
+
+    Seed 000 names `external_ids`, `status`, `created_at`, `entity`; the rest serve
+    the queue: one task per (inbox row, part), the `handler` that processes it (NULL:
+    nothing does, so the task is created finished), bounded claims with a lease that a
+    heartbeat extends, retries with backoff (`next_attempt_at`), runs that died while
+    holding the task (`crashes`), and a reason for every end state (`error`, `outcome`).
+    """
+    return Table(
+        name,
+        metadata,
+        Column("id", BigId, primary_key=True, autoincrement=True),
+        Column("external_ids", Text, nullable=False),
+        Column("status", SmallInteger, nullable=False, server_default="0", default=TASK_NEW),
+        created_at_column(),
+        Column("entity", String(32), nullable=False),
+        Column("integration_id", BigId, ForeignKey("integrations.id"), nullable=False),
+        Column("command", String(64), nullable=False),
+        Column("webhook_id", BigId, ForeignKey(inbox.c.id)),
+        Column("part", SmallInteger, nullable=False, server_default="0", default=0),
+        Column("handler", String(32)),
+        Column("attempts", Integer, nullable=False, server_default="0", default=0),
+        Column("crashes", Integer, nullable=False, server_default="0", default=0),
+        Column("error", Text),
+        Column("outcome", Text),
+        Column("claimed_at", DateTime(timezone=True)),
+        Column("lease_expires_at", DateTime(timezone=True)),
+        Column("next_attempt_at", DateTime(timezone=True)),
+        Column("finished_at", DateTime(timezone=True)),
+        Column("run_id", String(64)),
+        Column("ids_count", Integer),
+        Column("ids_missing", Integer),
+        *extra,
+        UniqueConstraint("webhook_id", "part", name=f"uq_{name}_webhook_part"),
+        Index(f"ix_{name}_status_created", "status", "created_at"),
+        Index(f"ix_{name}_integration_status", "integration_id", "status"),
+        Index(f"ix_{name}_created", "created_at"),
+        Index(f"ix_{name}_finished", "finished_at"),
+    )
 
 
-def _entity_columns() -> list:
+def inbox_unprocessed_index(inbox: Table) -> Index:
+    """The sensor scans unprocessed rows, not `id > cursor`: ids are allocated before
+    commit, so a lower id can become visible after a higher one."""
+    return Index(
+        f"ix_{inbox.name}_unprocessed",
+        inbox.c.id,
+        postgresql_where=inbox.c.processed_at.is_(None),
+        sqlite_where=inbox.c.processed_at.is_(None),
+    )
+
+
+def entity_columns() -> list:
     """Columns every synced CRM entity shares (DESIGN.md, 'CRM entities')."""
     return [
         Column("id", BigId, primary_key=True, autoincrement=True),
@@ -129,7 +143,7 @@ def _entity_columns() -> list:
 contacts = Table(
     "contacts",
     metadata,
-    *_entity_columns(),
+    *entity_columns(),
     Column("source_entity", String(32)),
     Column("first_name", String(200)),
     Column("middle_name", String(200)),
@@ -140,39 +154,6 @@ contacts = Table(
     UniqueConstraint("integration_id", "external_id", name="uq_contacts_integration_external"),
 )
 
-
-def _allio_deal_columns() -> list:
-    """Typed columns of the seed's reserve / deal-card mapping."""
-    return [
-        # Seed mapping: CRM created_at <- ALLIO `till`.
-        Column("created_at", DateTime(timezone=True)),
-        Column("status", String(64)),
-        Column("type", String(64)),
-        Column("space_id", String(64)),
-        Column("manager_id", String(64)),
-        Column("manager_fullname", String(300)),
-        Column("manager_city", String(200)),
-        Column("manager_is_agency", Boolean),
-        Column("comment", Text),
-        Column("contact_id", BigId, ForeignKey("contacts.id")),
-    ]
-
-
-reserves = Table(
-    "reserves",
-    metadata,
-    *_entity_columns(),
-    *_allio_deal_columns(),
-    UniqueConstraint("integration_id", "external_id", name="uq_reserves_integration_external"),
-)
-
-dealcards = Table(
-    "dealcards",
-    metadata,
-    *_entity_columns(),
-    *_allio_deal_columns(),
-    UniqueConstraint("integration_id", "external_id", name="uq_dealcards_integration_external"),
-)
 
 api_call_log = Table(
     "api_call_log",
@@ -189,7 +170,7 @@ api_call_log = Table(
     Column("response_body", Text),
     Column("error", Text),
     Column("run_id", String(64)),
-    _now(),
+    created_at_column(),
     Index("ix_api_call_log_provider_created", "provider", "created_at"),
     Index("ix_api_call_log_run", "run_id"),
 )
@@ -202,3 +183,39 @@ rate_limit_state = Table(
     Column("tat", Float, nullable=False, server_default="0", default=0.0),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
+
+# Provider access tokens shared by every process: a token fetched with a login (iiko)
+# or an OAuth 2 pair whose refresh token is single-use (amoCRM). `lock_owner` /
+# `lock_expires_at` form a compare-and-swap lease, so one process renews while the
+# others wait for its result, without holding a transaction across the HTTP call.
+provider_tokens = Table(
+    "provider_tokens",
+    metadata,
+    Column("integration_id", BigId, ForeignKey("integrations.id"), primary_key=True),
+    Column("name", String(32), primary_key=True),
+    Column("access_token", Text),
+    Column("refresh_token", Text),
+    Column("expires_at", DateTime(timezone=True)),
+    Column("version", Integer, nullable=False, server_default="0", default=0),
+    Column("lock_owner", String(64)),
+    Column("lock_expires_at", DateTime(timezone=True)),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# Sync runs say they are alive here (every third of a lease), so a run whose process
+# died without Dagster noticing (its host went away) is found and failed by the sensor.
+run_heartbeats = Table(
+    "run_heartbeats",
+    metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("provider", String(32), nullable=False),
+    Column("beat_at", DateTime(timezone=True), nullable=False),
+)
+
+
+def load_provider_tables() -> MetaData:
+    """Import every registered provider's tables into `metadata`; returns it."""
+    from crm_sync.registry import layer_modules
+
+    layer_modules("schema")
+    return metadata

@@ -8,7 +8,7 @@ import threading
 from sqlalchemy import Engine
 
 from crm_schema.engine import make_engine
-from crm_schema.settings import get_settings
+from crm_sync.settings import get_settings
 
 _engines: dict[tuple[str, int], Engine] = {}
 _lock = threading.Lock()

@@ -1,29 +1,38 @@
-"""The crm-sync Dagster code location (loaded by workspace.yaml)."""
+"""The crm-sync Dagster code location (workspace.yaml, `dg dev`, `dg check defs`).
+
+Assets, jobs, sensors, schedules and checks come from the `defs` folder, one folder
+per provider, found by `load_from_defs_folder`. Resources are bound here: they need
+the CRM database URL, which tests and tools pass in; each provider's
+`resources.build_resources(database_url)` supplies its own.
+"""
 
 from __future__ import annotations
 
-from dagster import Definitions
+import importlib
+from pathlib import Path
 
-from orchestration.assets.allio import allio_sync_assets
-from orchestration.delete_control_job import allio_delete_control
-from orchestration.jobs import allio_sync_job
-from orchestration.resources.allio import AllioResource
+from dagster import Definitions, load_from_defs_folder
+
+from crm_sync.registry import PROVIDERS
 from orchestration.resources.database import CrmDatabase
-from orchestration.schedules import allio_delete_control_daily, allio_reconcile_daily
-from orchestration.sensors import allio_webhook_sensor
+
+
+def build_resources(database_url: str | None = None) -> dict[str, object]:
+    """Every resource of the code location, bound to ``database_url`` (default: DATABASE_URL)."""
+    resources: dict[str, object] = {"crm_db": CrmDatabase(database_url=database_url)}
+    for spec in PROVIDERS.values():
+        package = spec.modules.get("orchestration")
+        if package:
+            module = importlib.import_module(f"{package}.resources")
+            resources.update(module.build_resources(database_url))
+    return resources
 
 
 def build_definitions(database_url: str | None = None) -> Definitions:
     """Definitions bound to a CRM database (default: DATABASE_URL)."""
-    return Definitions(
-        assets=[allio_sync_assets],
-        jobs=[allio_sync_job, allio_delete_control],
-        sensors=[allio_webhook_sensor],
-        schedules=[allio_reconcile_daily, allio_delete_control_daily],
-        resources={
-            "crm_db": CrmDatabase(database_url=database_url),
-            "allio": AllioResource(database_url=database_url),
-        },
+    return Definitions.merge(
+        load_from_defs_folder(path_within_project=Path(__file__).parent),
+        Definitions(resources=build_resources(database_url)),
     )
 
 

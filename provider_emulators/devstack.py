@@ -1,15 +1,14 @@
 """`make dev`: the whole demo stack on one machine, stopped together with Ctrl-C.
 
-Starts the ALLIO emulator, the webhook receiver and `dagster dev` (webserver +
-daemon), makes sure two demo integrations exist, then sends a burst of demo
-webhooks so the Dagster UI shows finished runs and filled assets within a minute.
-Everything talks over HTTP or the CLI; nothing here imports the other layers.
+Starts every registered provider's emulator, the webhook receiver and `dg dev`
+(Dagster webserver + daemon), makes sure each provider's demo integrations exist,
+then sends a burst of demo webhooks so the Dagster UI shows finished runs and
+filled assets within a minute. Everything talks over HTTP or the CLI.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -17,18 +16,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-from provider_emulators.allio import DEFAULT_TOKEN, send_webhooks
+from crm_sync.registry import layer_modules
+from provider_emulators.demo import Demo
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-DEMO_TOKEN = DEFAULT_TOKEN
-DEMO_INTEGRATIONS = (
-    ("Demo estate (delete control)", "6f1c2a7e-0d4b-4f3a-9a51-1c0f5e2b7d10", True),
-    ("Demo estate 2", "2b9e4d61-5a7c-4e8f-b3d2-8c6a1f0e9d23", False),
-)
 
 
 def _env() -> dict[str, str]:
@@ -44,29 +40,18 @@ def _port(env: dict[str, str], name: str, default: int) -> int:
     return int(env.get(name, default))
 
 
-def _crm_sync(env: dict[str, str], *args: str) -> str:
-    out = subprocess.run(
-        [str(BIN / "crm-sync"), *args], env=env, check=True, capture_output=True, text=True
-    )
-    return out.stdout
+def _crm_sync(env: dict[str, str]) -> Any:
+    def run(*args: str, **extra_env: str) -> str:
+        out = subprocess.run(
+            [str(BIN / "crm-sync"), *args],
+            env=env | extra_env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        return out.stdout
 
-
-def ensure_demo_integrations(env: dict[str, str], api_base_url: str) -> list[dict]:
-    """The demo integrations, created on first start (the API token is the emulator's)."""
-    existing = {
-        i["integration_uuid"]: i
-        for i in json.loads(_crm_sync(env, "integrations", "list", "--json"))
-    }
-    found = []
-    for name, uuid, delete_control in DEMO_INTEGRATIONS:
-        if uuid not in existing:
-            args = ["integrations", "add", "--provider", "allio", "--name", name]
-            args += ["--integration-uuid", uuid, "--api-base-url", api_base_url, "--json"]
-            args += ["--delete-control"] if delete_control else []
-            env_with_token = env | {"CRM_SYNC_API_TOKEN": DEMO_TOKEN}
-            existing[uuid] = json.loads(_crm_sync(env_with_token, *args))
-        found.append(existing[uuid])
-    return found
+    return run
 
 
 def _wait_http(url: str, seconds: float) -> bool:
@@ -81,27 +66,6 @@ def _wait_http(url: str, seconds: float) -> bool:
     return False
 
 
-def send_demo_burst(receiver: str, integrations: list[dict]) -> None:
-    """A mix of commands and overlapping ids for every demo integration."""
-    plan = [
-        ("RESERVE_ADD", lambda n: [100 + n, 200 + n % 7]),
-        ("RESERVE_MOD", lambda n: [100 + n % 10]),
-        ("DEALCARD_ADD", lambda n: [500 + n, 600 + n % 5, 700 + n % 3]),
-        ("DEALCARD_MOD", lambda n: [500 + n % 4]),
-    ]
-    for item in integrations:
-        for command, ids in plan:
-            summary = send_webhooks(
-                receiver + item["webhook_path"],
-                item["integration_uuid"],
-                command,
-                ids,
-                count=10,
-                concurrency=5,
-            )
-            print(f"  {item['name']}: {command} ×10 → {summary['statuses']}", flush=True)
-
-
 def _interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -111,29 +75,25 @@ def main() -> int:
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
     env = _env()
-    emulator_port = _port(env, "CRM_DEV_EMULATOR_PORT", 8090)
+    base_port = _port(env, "CRM_DEV_EMULATOR_PORT", 8090)
     receiver_port = _port(env, "CRM_DEV_RECEIVER_PORT", 8000)
     dagster_port = _port(env, "CRM_DEV_DAGSTER_PORT", 3000)
     env["RECEIVER_PUBLIC_BASE_URL"] = f"http://127.0.0.1:{receiver_port}"
-    emulator = f"http://127.0.0.1:{emulator_port}"
     receiver = f"http://127.0.0.1:{receiver_port}"
+    demos: list[tuple[Demo, str]] = []
+    for i, module in enumerate(layer_modules("emulator").values()):
+        demo: Demo = module.DEMO
+        port = _port(env, f"CRM_DEV_{demo.provider.upper()}_PORT", base_port + i)
+        demos.append((demo, f"http://127.0.0.1:{port}"))
     procs: list[subprocess.Popen] = []
 
     def start(*cmd: str) -> None:
         procs.append(subprocess.Popen(list(cmd), env=env, cwd=ROOT, start_new_session=True))
 
     try:
-        start(
-            str(BIN / "crm-sync"),
-            "emulate",
-            "allio",
-            "--port",
-            str(emulator_port),
-            "--token",
-            DEMO_TOKEN,
-            "--log-level",
-            "warning",
-        )
+        for demo, url in demos:
+            port = url.rsplit(":", 1)[1]
+            start(str(BIN / "crm-sync"), *demo.serve_args(int(port)), "--log-level", "warning")
         start(
             str(BIN / "uvicorn"),
             "webhook_receiver.app:app",
@@ -142,24 +102,27 @@ def main() -> int:
             "--log-level",
             "warning",
         )
-        start(
-            str(BIN / "dagster"), "dev", "-w", str(ROOT / "workspace.yaml"), "-p", str(dagster_port)
-        )
-        if not (
-            _wait_http(emulator + "/_admin/health", 30) and _wait_http(receiver + "/healthz", 30)
-        ):
-            print("devstack: the emulator or the receiver did not come up", file=sys.stderr)
+        start(str(BIN / "dg"), "dev", "-w", str(ROOT / "workspace.yaml"), "-p", str(dagster_port))
+        up = all(_wait_http(url + demo.health_path, 30) for demo, url in demos)
+        if not (up and _wait_http(receiver + "/healthz", 30)):
+            print("devstack: an emulator or the receiver did not come up", file=sys.stderr)
             return 1
-        integrations = ensure_demo_integrations(env, emulator)
+        crm_sync = _crm_sync(env)
+        integrations = [(demo, demo.ensure_integrations(crm_sync, url)) for demo, url in demos]
         if not _wait_http(f"http://127.0.0.1:{dagster_port}/server_info", 120):
             print("devstack: the Dagster webserver did not come up", file=sys.stderr)
             return 1
         print("sending demo webhooks:", flush=True)
-        send_demo_burst(receiver, integrations)
+        for demo, items in integrations:
+            demo.send_webhooks(receiver, items)
+        emulators = "\n".join(
+            f"  {demo.provider} emulator".ljust(17) + f"{url}/_admin/requests"
+            for demo, url in demos
+        )
         print(
             f"\ncrm-sync demo is up:\n  Dagster UI     http://127.0.0.1:{dagster_port}"
-            f"  (Runs, Assets → allio)\n  receiver       {receiver}/healthz"
-            f"\n  ALLIO emulator {emulator}/_admin/requests\nCtrl-C stops everything.",
+            f"  (Runs; Assets → one group per provider)\n  receiver       {receiver}/healthz"
+            f"\n{emulators}\nCtrl-C stops everything.",
             flush=True,
         )
         while all(p.poll() is None for p in procs):
@@ -173,7 +136,7 @@ def main() -> int:
 
 
 def _stop(procs: list[subprocess.Popen]) -> None:
-    """SIGINT first (dagster dev shuts down cleanly on it), then SIGTERM, then SIGKILL."""
+    """SIGINT first (dg dev shuts down cleanly on it), then SIGTERM, then SIGKILL."""
     for sig, grace in ((signal.SIGINT, 10), (signal.SIGTERM, 10), (signal.SIGKILL, 5)):
         alive = [p for p in procs if p.poll() is None]
         if not alive:

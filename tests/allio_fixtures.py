@@ -24,22 +24,23 @@ from dagster import (
 )
 from sqlalchemy import Engine, insert, select
 
-from crm_schema.allio_tasks import entity_for_command
 from crm_schema.engine import make_engine
 from crm_schema.integrations import Integration, add_integration
-from crm_schema.tables import allio_tasks, allio_webhook, api_call_log
+from crm_schema.providers.allio import allio_tasks, allio_webhook
+from crm_schema.tables import api_call_log
+from orchestration.allio.tasks import entity_for_command, handler_for
 from orchestration.db import dispose_engines
 from orchestration.definitions import build_definitions
-from orchestration.resources.allio import AllioResource
+from orchestration.defs.allio.resources import AllioResource
+from orchestration.defs.allio.sensors import allio_webhook_sensor
 from orchestration.resources.database import CrmDatabase
-from orchestration.sensors import allio_webhook_sensor
 from provider_emulators.allio import create_app
 from provider_emulators.testing import running_server
 
 TOKEN = "allio-test-token-0123456789"
 # The client's shared limiter would pace ALLIO at its real 2 requests/s; tests that
-# are not about the quota raise the integration's rate so they stay fast.
-FAST = {"rate_limit": {"rate": 500}}
+# are not about the quota raise the deployment's ALLIO quota so they stay fast.
+FAST_QUOTA = 500.0
 RESERVES = AssetKey(["allio", "reserves"])
 DEALCARDS = AssetKey(["allio", "dealcards"])
 CONTACTS = AssetKey(["allio", "contacts"])
@@ -136,11 +137,8 @@ def add_allio(
     *,
     name: str = "allio",
     delete_control: bool = False,
-    fast: bool = True,
 ) -> Integration:
     settings: dict[str, Any] = {"delete_control": delete_control}
-    if fast:
-        settings.update(FAST)
     with engine.begin() as conn:
         return add_integration(
             conn,
@@ -187,10 +185,15 @@ def add_task(
     created_at: datetime | None = None,
     attempts: int = 0,
     claimed_at: datetime | None = None,
+    lease_expires_at: datetime | None = None,
     run_id: str | None = None,
     error: str | None = None,
+    next_attempt_at: datetime | None = None,
+    crashes: int = 0,
 ) -> int:
     """A task written directly (e.g. on another day, or in a given state)."""
+    if claimed_at is not None and lease_expires_at is None:
+        lease_expires_at = claimed_at + timedelta(minutes=2)
     with engine.begin() as conn:
         return conn.execute(
             insert(allio_tasks)
@@ -201,10 +204,16 @@ def add_task(
                 entity=entity or entity_for_command(command),
                 integration_id=integration.id,
                 command=command,
+                handler=handler_for(command),
                 attempts=attempts,
+                crashes=crashes,
                 claimed_at=claimed_at,
+                lease_expires_at=lease_expires_at,
+                next_attempt_at=next_attempt_at,
                 run_id=run_id,
                 error=error,
+                ids_count=len(ids),
+                finished_at=utcnow() if status in (2, 3) else None,
             )
             .returning(allio_tasks.c.id)
         ).scalar_one()
@@ -245,11 +254,16 @@ def tick(url: str, instance: DagsterInstance, cursor: str | None = None):  # noq
     return allio_webhook_sensor(context)
 
 
-def fast_allio(url: str) -> AllioResource:
-    """The ALLIO resource with quick retries (fault tests)."""
-    return AllioResource(
-        database_url=url, max_attempts=2, backoff_initial_seconds=0.01, backoff_max_seconds=0.05
+def allio_resource(
+    url: str, *, fast_retries: bool = False, quota: float | None = FAST_QUOTA
+) -> AllioResource:
+    """The ALLIO resource: at a test quota (None: ALLIO's real one), quick retries if asked."""
+    retries: dict[str, Any] = (
+        {"max_attempts": 2, "backoff_initial_seconds": 0.01, "backoff_max_seconds": 0.05}
+        if fast_retries
+        else {}
     )
+    return AllioResource(database_url=url, quota_per_second=quota, **retries)
 
 
 def run_sync(
@@ -259,7 +273,9 @@ def run_sync(
     tags: dict[str, str] | None = None,
     *,
     fast_retries: bool = False,
+    quota: float | None = FAST_QUOTA,
     config: dict[str, Any] | None = None,
+    raise_on_error: bool = True,
 ) -> ExecuteInProcessResult:
     """Execute the `allio_sync` job in process for one partition."""
     defs = build_definitions(url)
@@ -269,7 +285,8 @@ def run_sync(
         partition_key=day if isinstance(day, str) else day.isoformat(),
         tags=tags if tags is not None else {"crm/mode": "live"},
         run_config=run_config,
-        resources={"allio": fast_allio(url)} if fast_retries else None,
+        resources={"allio": allio_resource(url, fast_retries=fast_retries, quota=quota)},
+        raise_on_error=raise_on_error,
     )
 
 
@@ -282,7 +299,7 @@ def run_delete_control(
         instance=instance,
         run_config={"ops": {"allio_delete_control_op": {"config": config}}},
         raise_on_error=False,
-        resources={"allio": fast_allio(url)} if fast_retries else None,
+        resources={"allio": allio_resource(url, fast_retries=fast_retries)},
     )
 
 

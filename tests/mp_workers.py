@@ -43,7 +43,9 @@ def acquire_worker(args: dict[str, Any]) -> list[tuple[float, float]]:
     from orchestration.ratelimit import DatabaseRateLimiter, RatePolicy, Throttle
 
     engine = make_engine(args["database_url"])
-    throttle = Throttle(DatabaseRateLimiter(engine), args["key"], RatePolicy(rate=args["rate"]))
+    throttle = Throttle.single(
+        DatabaseRateLimiter(engine), args["key"], RatePolicy(rate=args["rate"])
+    )
     grants = []
     time.sleep(max(0.0, args["start_at"] - time.time()))
     while time.time() < args["stop_at"]:
@@ -59,7 +61,8 @@ def client_worker(args: dict[str, Any]) -> dict[str, Any]:
 
     from crm_schema.engine import make_engine
     from crm_schema.integrations import get_integration
-    from orchestration.resources import AllioResource, CallStats
+    from orchestration.defs.allio.resources import AllioResource
+    from orchestration.resources import CallStats
 
     logging.getLogger("orchestration").setLevel(logging.ERROR)
     engine = make_engine(args["database_url"])
@@ -67,7 +70,10 @@ def client_worker(args: dict[str, Any]) -> dict[str, Any]:
         integration = get_integration(conn, args["integration_id"])
     engine.dispose()
     resource = AllioResource(
-        database_url=args["database_url"], backoff_initial_seconds=0.05, max_attempts=10
+        database_url=args["database_url"],
+        backoff_initial_seconds=0.05,
+        max_attempts=10,
+        quota_per_second=args.get("quota"),
     )
     stats = CallStats()
     done = 0

@@ -7,10 +7,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from dagster import build_schedule_context
 
-from crm_schema.tables import reserves
-from orchestration.partitions import allio_daily
-from orchestration.schedules import allio_reconcile_daily
-from provider_emulators.allio_records import make_record
+from crm_schema.providers.allio import reserves
+from orchestration.allio.tasks import QUEUE
+from orchestration.core.partitions import daily_partitions
+from orchestration.defs.allio.schedules import allio_reconcile_daily
+from provider_emulators.allio.records import make_record
 from tests import allio_fixtures as fx
 from tests.allio_fixtures import (
     RESERVES,
@@ -105,12 +106,14 @@ def test_reconcile_retries_new_and_failed_tasks_below_the_cap(crm, instance, emu
     integ = add_allio(engine, emulator.base_url)
     day = days_ago(1)
     at = at_noon(day)
+    cap = QUEUE.retry.attempt_limit("reconcile")
+    assert cap is not None and cap > QUEUE.retry.max_attempts  # reconcile gets extra tries
     fresh = add_task(engine, integ, "RESERVE_ADD", [1], created_at=at)
     retry = add_task(
-        engine, integ, "RESERVE_MOD", [2], status=3, attempts=4, error="x", created_at=at
+        engine, integ, "RESERVE_MOD", [2], status=3, attempts=cap - 1, error="x", created_at=at
     )
     capped = add_task(
-        engine, integ, "RESERVE_MOD", [3], status=3, attempts=5, error="x", created_at=at
+        engine, integ, "RESERVE_MOD", [3], status=3, attempts=cap, error="x", created_at=at
     )
     card = add_task(
         engine, integ, "DEALCARD_ADD", [4], status=3, attempts=1, error="x", created_at=at
@@ -130,7 +133,7 @@ def test_reconcile_retries_new_and_failed_tasks_below_the_cap(crm, instance, emu
     assert result.success
 
     after = tasks(engine)
-    for task_id, attempts in ((fresh, 1), (retry, 5), (card, 2)):
+    for task_id, attempts in ((fresh, 1), (retry, cap), (card, 2)):
         assert after[task_id]["status"] == 2 and after[task_id]["error"] is None
         assert after[task_id]["attempts"] == attempts
     for untouched in (capped, done, gone, todays):
@@ -145,18 +148,25 @@ def test_reconcile_failure_counts_an_attempt(crm, instance, emulator: Emulator):
     url, engine = crm
     integ = add_allio(engine, emulator.base_url)
     day = days_ago(1)
+    cap = QUEUE.retry.attempt_limit("reconcile")
+    assert cap is not None
     task = add_task(
-        engine, integ, "RESERVE_MOD", [2], status=3, attempts=4, created_at=at_noon(day)
+        engine, integ, "RESERVE_MOD", [2], status=3, attempts=cap - 2, created_at=at_noon(day)
     )
     emulator.set_faults(error_rate=1.0)
     tags = {"crm/mode": "reconcile"}
     run_sync(url, instance, day, tags, fast_retries=True)
-    assert tasks(engine)[task]["status"] == 3 and tasks(engine)[task]["attempts"] == 5
+    # One attempt per reconcile run (not a retry loop); below the cap it waits for the next.
+    after = tasks(engine)[task]
+    assert after["status"] == 0 and after["attempts"] == cap - 1
+    assert len(emulator.requests("reserve")) == 2  # one batch, its two HTTP tries
+    run_sync(url, instance, day, tags, fast_retries=True)
+    assert tasks(engine)[task]["status"] == 3 and tasks(engine)[task]["attempts"] == cap
     # Now at the cap: the next reconcile leaves it alone even though ALLIO is back.
     emulator.set_faults(error_rate=0.0)
     emulator.app.state.emulator.log.clear()
     run_sync(url, instance, day, tags)
-    assert tasks(engine)[task]["status"] == 3 and tasks(engine)[task]["attempts"] == 5
+    assert tasks(engine)[task]["status"] == 3 and tasks(engine)[task]["attempts"] == cap
     assert emulator.requests() == []
 
 
@@ -171,7 +181,7 @@ def test_reconcile_failure_counts_an_attempt(crm, instance, emulator: Emulator):
 def test_reconcile_schedule_requests_yesterday(scheduled, partition):
     request = allio_reconcile_daily(build_schedule_context(scheduled_execution_time=scheduled))
     assert request.partition_key == partition
-    assert partition in allio_daily.get_partition_keys(scheduled + timedelta(days=1))
+    assert partition in daily_partitions.get_partition_keys(scheduled + timedelta(days=1))
     assert request.tags["crm/mode"] == "reconcile"
     assert request.tags.get("crm/live-sync") is None  # not in the live lane's concurrency key
     assert request.run_key == f"allio-reconcile:{partition}"

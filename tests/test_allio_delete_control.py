@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 from dagster import build_schedule_context
 
-from crm_schema.tables import dealcards, reserves
-from orchestration.schedules import allio_delete_control_daily
+from crm_schema.providers.allio import dealcards, reserves
+from orchestration.defs.allio.schedules import allio_delete_control_daily
 from tests import allio_fixtures as fx
 from tests.allio_fixtures import (
     Emulator,
@@ -188,10 +188,14 @@ def test_provider_failure_deletes_nothing(crm, instance, emulator: Emulator):
     tick(url, instance)
     emulator.set_faults(error_rate=1.0)
     result = run_delete_control(url, instance, fast_retries=True)
-    assert result.success
+    # The sweep fails its run (red in the UI), deletes nothing, and keeps the task
+    # for a later sweep.
+    assert not result.success
+    assert "could not confirm deletions" in step_failure_message(result)
     assert _tombstoned(engine, reserves, integ) == set()
     (task,) = _del_tasks(engine, integ).values()
-    assert task["status"] == 3 and "server error" in task["error"]
+    assert task["status"] == 0 and "server error" in task["error"]
+    assert task["attempts"] == 1 and task["next_attempt_at"] is not None
 
 
 def test_delete_control_schedule():

@@ -25,10 +25,11 @@ from sqlalchemy import select, text
 
 from crm_schema.engine import make_engine
 from crm_schema.integrations import add_integration
-from crm_schema.tables import allio_tasks, contacts, dealcards, reserves
+from crm_schema.providers.allio import allio_tasks, dealcards, reserves
+from crm_schema.tables import contacts
 from orchestration.definitions import build_definitions
+from orchestration.defs.allio.sensors import allio_webhook_sensor
 from orchestration.resources.database import CrmDatabase
-from orchestration.sensors import allio_webhook_sensor
 from provider_emulators.allio import create_app as create_emulator
 from provider_emulators.testing import running_server
 from webhook_receiver.app import create_app as create_receiver
@@ -146,6 +147,7 @@ def test_cli_backfill_resyncs_day_through_daemon(
                         entity="reserve",
                         integration_id=integ.id,
                         command="RESERVE_ADD",
+                        handler="sync",
                     )
                 )
         bin_dir = Path(sys.executable).parent

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from orchestration.allio.mapping import flatten, map_record, normalize_phone, parse_bool
-from provider_emulators.allio_records import BAD_PHONES, make_record
+from provider_emulators.allio.records import BAD_PHONES, make_record
 
 INTEGRATION, TASK = 7, 42
 

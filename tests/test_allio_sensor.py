@@ -17,9 +17,9 @@ from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from dagster._core.utils import make_new_run_id
 from sqlalchemy import select, update
 
-from crm_schema.allio_tasks import tasks_from_webhooks
 from crm_schema.integrations import set_active
-from crm_schema.tables import allio_tasks, allio_webhook
+from crm_schema.providers.allio import allio_webhook
+from orchestration.allio.tasks import take_webhooks
 from tests import allio_fixtures as fx
 from tests.allio_fixtures import (
     add_allio,
@@ -102,7 +102,7 @@ def test_commands_become_tasks_and_one_run_is_requested(crm, instance):
         "DEALCARD_ADD": "dealcard",
         "DEALCARD_MOD": "dealcard",
         "DEALCARD_DEL": "dealcard",
-        "SPACE_CHANGED": "space",
+        "SPACE_CHANGED": "unknown",
         "SOMETHING_NEW": "unknown",
     }
     for cmd, webhook_id in webhook_ids.items():
@@ -110,7 +110,11 @@ def test_commands_become_tasks_and_one_run_is_requested(crm, instance):
         assert task["command"] == cmd
         assert task["entity"] == expected_entity[cmd]
         assert json.loads(task["external_ids"]) == sent[cmd]
-        assert task["status"] == 0 and task["attempts"] == 0
+        if expected_entity[cmd] == "unknown":  # no handler: it ends at once, saying why
+            assert task["status"] == 3 and task["error"] == f"unknown command {cmd}"
+        else:
+            assert task["status"] == 0 and task["error"] is None
+        assert task["attempts"] == 0
         assert task["integration_id"] == integ.id
         assert task["created_at"] is not None
 
@@ -144,7 +148,7 @@ def test_no_request_when_nothing_is_pending(crm, instance):
     assert result.cursor == str(last)
 
 
-def test_one_request_per_tick_today_first_then_older_days(crm, instance):
+def test_days_left_behind_get_runs_beside_todays_not_behind_it(crm, instance):
     url, engine = crm
     integ = add_allio(engine, BASE)
     old = add_task(engine, integ, "RESERVE_ADD", [1], created_at=at_noon(days_ago(2)))
@@ -152,16 +156,13 @@ def test_one_request_per_tick_today_first_then_older_days(crm, instance):
     add_webhook(engine, integ, "DEALCARD_ADD", [3])
 
     first = tick(url, instance)
-    assert len(first.run_requests) == 1
-    assert first.run_requests[0].partition_key == today().isoformat()
-
-    # Once today's tasks are done, the day left behind gets its run.
-    with engine.begin() as conn:
-        conn.execute(update(allio_tasks).where(allio_tasks.c.id != old).values(status=2))
-    second = tick(url, instance, cursor=first.cursor)
+    live, behind = first.run_requests
+    assert live.partition_key == today().isoformat()
+    assert live.tags["crm/live-sync"] == "allio" and live.tags["crm/mode"] == "live"
     day = days_ago(2).isoformat()
-    assert second.run_requests[0].partition_key == day
-    assert _run_key(second) == f"allio:{day}:{old}"
+    assert behind.partition_key == day and behind.run_key == f"allio:{day}:{old}"
+    # Another day's run takes a batch slot, so it never queues behind today's live run.
+    assert behind.tags["crm/batch-sync"] == "allio" and "crm/live-sync" not in behind.tags
 
 
 def test_run_key_changes_only_with_new_tasks(crm, instance):
@@ -186,7 +187,7 @@ def test_skips_while_a_live_run_is_active(crm, instance, status):
 
     skipped = tick(url, instance)
     assert not skipped.run_requests
-    assert "live allio run is active" in str(skipped.skip_reason)
+    assert "a live run is active" in str(skipped.skip_reason)
     # The tick still turned the webhook into a task the active run will drain.
     assert [t["webhook_id"] for t in tasks(engine).values()] == [hook]
     assert skipped.cursor == str(hook)
@@ -214,7 +215,7 @@ def test_crash_after_commit_neither_duplicates_nor_reruns(crm, instance):
 
     # A tick that died right after committing its tasks (cursor never saved).
     with engine.begin() as conn:
-        created, last = tasks_from_webhooks(conn, 0)
+        created, last = take_webhooks(conn)
     assert created == 3
     before = tasks(engine)
 
@@ -231,12 +232,12 @@ def test_webhook_id_is_unique_per_task(crm):
     integ = add_allio(engine, BASE)
     hook = add_webhook(engine, integ, "RESERVE_ADD", [1])
     with engine.begin() as conn:
-        assert tasks_from_webhooks(conn, 0)[0] == 1
+        assert take_webhooks(conn)[0] == 1
     # A concurrent tick that read the row before the first one committed.
     with engine.begin() as conn:
         conn.execute(update(allio_webhook).values(processed_at=None))
     with engine.begin() as conn:
-        created, last = tasks_from_webhooks(conn, 0)
+        created, last = take_webhooks(conn)
     assert (created, last) == (0, hook)
     assert len(tasks(engine)) == 1
 
@@ -295,20 +296,26 @@ def test_only_a_disabled_integration_pending_requests_nothing(crm, instance):
     assert len(tick(url, instance).run_requests) == 1
 
 
-def test_tasks_left_by_a_crashed_run_get_a_reclaim_run(crm, emulator, instance):
-    """No new task, but a crashed run left tasks in progress past the lease: a run is
-    requested under a fresh key (the crashed run's key is spent) and it reclaims them."""
+def test_tasks_left_past_their_lease_are_handed_back_and_synced(crm, emulator, instance):
+    """No new task, but a run that died (unseen by Dagster) left tasks past the lease:
+    the sensor hands them back, counting a crash, and requests a run that syncs them."""
     url, engine = crm
     integ = add_allio(engine, emulator.base_url)
     claimed = utcnow() - timedelta(minutes=30)
     task_id = add_task(
-        engine, integ, "RESERVE_ADD", [41, 42], status=1, claimed_at=claimed, run_id="crashed"
+        engine,
+        integ,
+        "RESERVE_ADD",
+        [41, 42],
+        status=1,
+        attempts=1,
+        claimed_at=claimed,
+        run_id="vanished",
     )
     [request] = tick(url, instance).run_requests
-    assert (
-        request.run_key
-        == f"allio:{today().isoformat()}:{task_id}:reclaim-{int(claimed.timestamp())}"
-    )
+    task = tasks(engine)[task_id]
+    assert task["status"] == 0 and task["crashes"] == 1
+    assert request.run_key == f"allio:{today().isoformat()}:{task_id}"
     assert run_sync(url, instance, request.partition_key, request.tags).success
     assert tasks(engine)[task_id]["status"] == 2
     assert not tick(url, instance).run_requests

@@ -9,21 +9,20 @@ from datetime import UTC, datetime
 from sqlalchemy import insert, select
 
 from crm_schema.integrations import add_integration
-from crm_schema.tables import allio_tasks, reserves
-from orchestration.allio.sync import AllioSync, SyncOptions
-from provider_emulators.allio_records import make_record
+from crm_schema.providers.allio import allio_tasks, reserves
+from orchestration.allio.sync import AllioSyncHandler
+from orchestration.allio.tasks import QUEUE, SYNC
+from orchestration.core.sync_engine import SyncEngine, SyncOptions
+from provider_emulators.allio.records import make_record
 
 
-class RepeatingFetcher:
+class RepeatingClient:
     """Returns every record twice, the second copy newer (the provider's quirk under test)."""
 
-    def reserve_list(self, ids: list[int]) -> list[dict]:
-        first = [make_record("reserve", i) for i in ids]
+    def list_records(self, entity: str, ids: list[int]) -> list[dict]:
+        first = [make_record(entity, i) for i in ids]
         newer = [dict(r, status="NEWER") for r in first]
         return first + newer
-
-    def dealcard_list(self, ids: list[int]) -> list[dict]:
-        return []
 
 
 def test_record_listed_twice_is_stored_once(engine) -> None:
@@ -44,10 +43,14 @@ def test_record_listed_twice_is_stored_once(engine) -> None:
                 entity="reserve",
                 integration_id=integ.id,
                 command="RESERVE_ADD",
+                handler=SYNC,
             )
         )
     opts = SyncOptions(day=datetime.now(UTC).date(), run_id="r1", mode="live")
-    stats = AllioSync(engine, lambda _id: RepeatingFetcher(), lambda: {integ.id}, opts).run()
+    sync = SyncEngine(
+        engine, QUEUE, AllioSyncHandler(), lambda _id: RepeatingClient(), lambda: {integ.id}, opts
+    )
+    stats = sync.run()
     with engine.connect() as conn:
         rows = conn.execute(select(reserves.c.external_id, reserves.c.status)).all()
         status = conn.execute(select(allio_tasks.c.status)).scalar_one()

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 import pytest
 from sqlalchemy import select, update
 
 from crm_schema.entities import tombstone
-from crm_schema.tables import api_call_log, contacts, dealcards, integrations, reserves
+from crm_schema.providers.allio import allio_tasks, dealcards, reserves
+from crm_schema.tables import api_call_log, contacts, integrations
 from orchestration.allio.mapping import map_record
+from orchestration.allio.tasks import QUEUE
 from provider_emulators.allio import create_app
-from provider_emulators.allio_records import make_record
+from provider_emulators.allio.records import make_record
 from provider_emulators.testing import running_server
 from tests import allio_fixtures as fx
 from tests.allio_fixtures import (
@@ -70,9 +72,13 @@ def test_live_run_end_to_end(crm, instance, emulator: Emulator):
         task = _task_of(engine, w)
         assert task["status"] == 2 and task["error"] is None and task["attempts"] == 1
         assert task["run_id"] == result.run_id and task["finished_at"] is not None
-    # Delete and space events are kept, never fetched.
+    assert _task_of(engine, w1)["outcome"] == "synced 3"
+    # Delete tasks wait for delete control, never fetched; a command no handler syncs
+    # ends at once, with the reason.
     assert _task_of(engine, w_del)["status"] == 0
-    assert _task_of(engine, w_space)["status"] == 0
+    space = _task_of(engine, w_space)
+    assert space["status"] == 3 and space["error"] == "unknown command SPACE_CHANGED"
+    assert space["finished_at"] is not None
     requested = emulator.requested_ids("reserve") + emulator.requested_ids("dealcard")
     assert 999 not in requested and 998 not in requested
     assert sorted(emulator.requested_ids("reserve")) == [1, 2, 3, 22]
@@ -188,7 +194,7 @@ def test_integration_tag_narrows_the_run(crm, instance, emulator: Emulator):
     assert sorted(emulator.requested_ids("reserve")) == [3, 4]
 
 
-def test_provider_failures_mark_tasks_failed(crm, instance, emulator: Emulator):
+def test_provider_failures_are_retried_with_backoff_then_fail(crm, instance, emulator: Emulator):
     url, engine = crm
     integ = add_allio(engine, emulator.base_url)
     hooks = [
@@ -198,21 +204,62 @@ def test_provider_failures_mark_tasks_failed(crm, instance, emulator: Emulator):
     tick(url, instance)
     emulator.set_faults(error_rate=1.0)
 
+    started = utcnow()
     result = run_sync(url, instance, today(), fast_retries=True)
 
     assert result.success  # the run reports failures on the tasks, not by crashing
     for w in hooks:
         task = _task_of(engine, w)
-        assert task["status"] == 3
+        # Back in the queue with the error, to be tried again after a backoff.
+        assert task["status"] == 0 and task["attempts"] == 1
         assert "server error" in task["error"] and "Provider" in task["error"]
+        retry_at = task["next_attempt_at"].replace(tzinfo=UTC)
+        assert started + timedelta(seconds=25) <= retry_at <= utcnow() + timedelta(seconds=35)
     assert rows(engine, reserves) == {}
     md = metadata(result, RESERVES)
-    assert md["tasks_failed"] == 2 and md["tasks_done"] == 0 and md["entities_upserted"] == 0
+    assert md["tasks_retrying"] == 2 and md["tasks_failed"] == 0 and md["tasks_done"] == 0
     assert md["api_calls"] == 2  # one batch, tried max_attempts=2 times
     assert len(emulator.requests("reserve")) == 2
+
+    # Not due yet: a live run leaves them alone.
+    run_sync(url, instance, today(), fast_retries=True)
+    assert len(emulator.requests("reserve")) == 2
+
+    # Due, on the last allowed attempt: the provider still fails, so they end in 3.
+    with engine.begin() as conn:
+        conn.execute(
+            update(allio_tasks).values(attempts=QUEUE.retry.max_attempts - 1, next_attempt_at=None)
+        )
+    result = run_sync(url, instance, today(), fast_retries=True)
+    for w in hooks:
+        task = _task_of(engine, w)
+        assert task["status"] == 3 and "server error" in task["error"]
+        assert task["attempts"] == QUEUE.retry.max_attempts and task["finished_at"]
+    assert metadata(result, RESERVES)["tasks_failed"] == 2
     evaluation = checks(result)[("allio/reserves", "failed_task_share")]
     assert not evaluation.passed
     assert evaluation.metadata["failed_share"].value == 1.0
+
+
+def test_tasks_failed_by_an_outage_sync_once_the_provider_is_back(
+    crm, instance, emulator: Emulator
+):
+    url, engine = crm
+    integ = add_allio(engine, emulator.base_url)
+    hook = add_webhook(engine, integ, "RESERVE_ADD", [1, 2])
+    tick(url, instance)
+    emulator.set_faults(error_rate=1.0)
+    run_sync(url, instance, today(), fast_retries=True)
+    assert _task_of(engine, hook)["status"] == 0
+
+    emulator.set_faults(error_rate=0.0)
+    with engine.begin() as conn:  # the backoff has passed
+        conn.execute(update(allio_tasks).values(next_attempt_at=utcnow()))
+    request = _ingest(url, engine, instance)  # the sensor asks for a run for it
+    run_sync(url, instance, request.partition_key, dict(request.tags))
+    task = _task_of(engine, hook)
+    assert task["status"] == 2 and task["attempts"] == 2 and task["error"] is None
+    assert set(rows(engine, reserves)) == {"1", "2"}
 
 
 def test_missing_ids_finish_the_task_and_upsert_nothing(crm, instance, emulator: Emulator):
@@ -258,7 +305,7 @@ def test_stuck_task_is_reclaimed_after_the_lease(crm, instance, emulator: Emulat
 
     after = tasks(engine)
     assert after[stuck]["status"] == 2 and after[stuck]["attempts"] == 2
-    assert after[stuck]["run_id"] == result.run_id
+    assert after[stuck]["run_id"] == result.run_id and after[stuck]["crashes"] == 1
     # A task still inside its lease belongs to the run holding it.
     assert after[held]["status"] == 1 and after[held]["run_id"] == "running-run"
     assert emulator.requested_ids("reserve") == [11]
@@ -312,24 +359,34 @@ def test_reappearing_entity_loses_its_tombstone(crm, instance, emulator: Emulato
     assert stored["6"]["deleted_at"] is None
 
 
-def test_stuck_task_of_another_day_fails_the_check(crm, instance, emulator: Emulator):
+def test_a_crashed_runs_task_on_another_day_is_released_and_gets_its_own_run(
+    crm, instance, emulator: Emulator
+):
     url, engine = crm
     integ = add_allio(engine, emulator.base_url)
-    add_task(
+    day = days_ago(3)
+    stuck = add_task(
         engine,
         integ,
         "DEALCARD_ADD",
         [1],
         status=1,
-        created_at=at_noon(days_ago(3)),
+        attempts=1,
+        created_at=at_noon(day),
         claimed_at=utcnow() - timedelta(hours=2),
         run_id="crashed-run",
     )
     result = run_sync(url, instance, today())
-    by_check = checks(result)
-    assert not by_check[("allio/dealcards", "no_stuck_tasks")].passed
-    assert by_check[("allio/dealcards", "no_stuck_tasks")].metadata["stuck_tasks"].value == 1
-    assert by_check[("allio/reserves", "no_stuck_tasks")].passed
+    # Today's run hands it back (its lease lapsed) but leaves it to its own day's run.
+    task = tasks(engine)[stuck]
+    assert task["status"] == 0 and task["crashes"] == 1 and "lease expired" in task["error"]
+    assert all(e.passed for e in checks(result).values())
+    request = _ingest(url, engine, instance)
+    assert request.partition_key == day.isoformat()
+    assert request.tags["crm/batch-sync"] == "allio"  # beside today's live run, not behind it
+    run_sync(url, instance, request.partition_key, dict(request.tags))
+    assert tasks(engine)[stuck]["status"] == 2
+    assert set(rows(engine, dealcards)) == {"1"}
 
 
 @pytest.mark.parametrize(("total", "passed"), [(20, False), (21, True)])
@@ -351,11 +408,11 @@ def test_real_quota_is_never_exceeded(crm, instance):
     url, engine = crm
     app = create_app(token=TOKEN, quota_per_second=2)
     with running_server(app) as base:
-        integ = add_allio(engine, base, fast=False)
+        integ = add_allio(engine, base)
         add_webhook(engine, integ, "RESERVE_ADD", list(range(1, 251)))
         add_webhook(engine, integ, "DEALCARD_ADD", [1])
         tick(url, instance)
-        result = run_sync(url, instance, today())
+        result = run_sync(url, instance, today(), quota=None)
     log = app.state.emulator.log.entries()
     assert len(log) == 4
     assert not any(e["quota_rejected"] for e in log)
@@ -421,14 +478,15 @@ def test_wrong_token_fails_tasks_without_leaking_it(crm, instance, emulator: Emu
     result = run_sync(url, instance, today())
 
     task = _task_of(engine, hook)
-    assert task["status"] == 3 and "authentication failed (401)" in task["error"]
-    assert secret not in task["error"]
+    # Retried later (ops may fix the token meanwhile), with the reason on the task.
+    assert task["status"] == 0 and "authentication failed (401)" in task["error"]
+    assert task["next_attempt_at"] is not None and secret not in task["error"]
     assert len(emulator.requests("reserve")) == 1  # 401 is not retried
     with engine.connect() as conn:
         logged = conn.execute(select(api_call_log)).all()
     assert [r.status_code for r in logged] == [401]
     assert all(secret not in str(tuple(r)) for r in logged)
-    assert metadata(result, RESERVES)["tasks_failed"] == 1
+    assert metadata(result, RESERVES)["tasks_retrying"] == 1
 
 
 def test_live_run_for_today_takes_waiting_webhooks_itself(crm, emulator, instance):

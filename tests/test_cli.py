@@ -7,7 +7,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from crm_schema.cli import main
+from crm_sync.cli import main
 from tests.conftest import count_rows
 
 TOKEN = "tok-SECRET-0123456789abcdef"

@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 from dagster import DagsterInstance, DefaultScheduleStatus, DefaultSensorStatus
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
@@ -32,38 +33,50 @@ def test_definitions_load_with_expected_parts() -> None:
     assert keys >= {"allio/reserves", "allio/dealcards", "allio/contacts"}
 
 
-@pytest.fixture
-def dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def _home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, config: str) -> Path:
     home = tmp_path / "dagster_home"
     home.mkdir()
-    shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
+    shutil.copyfile(ROOT / config, home / "dagster.yaml")
     monkeypatch.setenv("DAGSTER_HOME", str(home))
-    monkeypatch.delenv("DAGSTER_PG_URL", raising=False)
     return home
 
 
-def test_default_instance_is_sqlite_with_run_queue(dagster_home: Path) -> None:
+def test_embedded_instance_is_sqlite_with_run_queue_and_monitoring(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = _home(tmp_path, monkeypatch, "dagster.yaml")
     with DagsterInstance.get() as instance:
         assert type(instance.run_storage).__name__ == "SqliteRunStorage"
         coordinator = instance.run_coordinator
         assert type(coordinator).__name__ == "QueuedRunCoordinator"
         assert coordinator.dequeue_interval_seconds == 1
-        limits = {
-            limit["key"]: limit
-            for limit in instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
-        }
+        runs = instance.get_concurrency_config().run_queue_config
+        limits = {limit["key"]: limit for limit in runs.tag_concurrency_limits}
         assert limits["crm/live-sync"]["limit"] == 1
-    assert (dagster_home / "storage").is_dir()
+        # One live run per provider (five) plus other days and backfills, at once.
+        assert runs.max_concurrent_runs >= 5 + limits["crm/batch-sync"]["limit"] * 5
+        assert instance.run_monitoring_enabled
+        assert instance.run_monitoring_max_runtime_seconds > 0
+    assert any(home.iterdir())  # the storage lives under DAGSTER_HOME
 
 
-def test_dagster_pg_url_switches_storage_to_postgres(
-    dagster_home: Path, monkeypatch: pytest.MonkeyPatch
+def test_production_instance_differs_only_in_storage() -> None:
+    embedded = yaml.safe_load((ROOT / "dagster.yaml").read_text())
+    production = yaml.safe_load((ROOT / "dagster.production.yaml").read_text())
+    assert embedded.pop("storage") == {"sqlite": {"base_dir": {"env": "DAGSTER_HOME"}}}
+    assert production.pop("storage") == {"postgres": {"postgres_url": {"env": "DAGSTER_PG_URL"}}}
+    assert embedded == production
+
+
+def test_production_instance_stores_runs_in_postgres(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     admin = os.environ.get("TEST_DATABASE_URL")
     if not admin:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail("CI=true but TEST_DATABASE_URL is not set")
         pytest.skip("TEST_DATABASE_URL not set")
+    home = _home(tmp_path, monkeypatch, "dagster.production.yaml")
     name = f"dagster_{uuid.uuid4().hex[:10]}"
     server = create_engine(
         make_url(admin).set(drivername="postgresql+psycopg2"), isolation_level="AUTOCOMMIT"
@@ -71,13 +84,13 @@ def test_dagster_pg_url_switches_storage_to_postgres(
     with server.connect() as conn:
         conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
     try:
-        # The plain form, as ops would write it: crm-sync adds the psycopg2 driver.
-        url = make_url(admin).set(database=name).render_as_string(hide_password=False)
-        monkeypatch.setenv("DAGSTER_PG_URL", url)
+        url = make_url(admin).set(drivername="postgresql+psycopg2", database=name)
+        monkeypatch.setenv("DAGSTER_PG_URL", url.render_as_string(hide_password=False))
         with DagsterInstance.get() as instance:
             assert type(instance.run_storage).__name__ == "PostgresRunStorage"
             assert instance.get_runs() == []
-        assert not (dagster_home / "storage").exists()
+            assert instance.run_monitoring_enabled
+        assert not any(home.glob("history*"))
     finally:
         with server.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -21,7 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from provider_emulators import allio, faults, framework
-from provider_emulators.allio_records import BAD_PHONES, make_record, person
+from provider_emulators.allio.records import BAD_PHONES, make_record, person
 from provider_emulators.cli import emulate
 from provider_emulators.testing import free_port, running_server
 

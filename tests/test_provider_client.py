@@ -15,17 +15,17 @@ from sqlalchemy import Engine, select
 
 from crm_schema.integrations import Integration, add_integration
 from crm_schema.tables import api_call_log, rate_limit_state
+from crm_sync.redaction import mask_url, redact_body
+from orchestration.allio.client import AllioClient
 from orchestration.db import dispose_engines
+from orchestration.defs.allio.resources import AllioResource
 from orchestration.resources import (
-    AllioClient,
-    AllioResource,
     CallStats,
     ProviderAuthError,
     ProviderRateLimitedError,
     ProviderResponseError,
     ProviderUnavailableError,
 )
-from orchestration.resources.redact import mask_url, redact_body
 from provider_emulators.allio import create_app
 from provider_emulators.testing import running_server
 from tests.mp_workers import client_worker, max_in_window, warm_pool
@@ -67,7 +67,7 @@ def _dispose_shared_engines() -> Iterator[None]:
     dispose_engines()
 
 
-def _add(engine: Engine, base_url: str, token: str = TOKEN, **rate_limit: float) -> Integration:
+def _add(engine: Engine, base_url: str, token: str = TOKEN) -> Integration:
     with engine.begin() as conn:
         return add_integration(
             conn,
@@ -76,13 +76,13 @@ def _add(engine: Engine, base_url: str, token: str = TOKEN, **rate_limit: float)
             integration_uuid=None,
             api_base_url=base_url,
             credentials={"api_token": token},
-            settings={"rate_limit": {"rate": 20, **rate_limit}},
+            settings={},
         )
 
 
 def _resource(database_url: str, **kw: Any) -> AllioResource:
-    opts = {"backoff_initial_seconds": 0.01, "backoff_max_seconds": 0.05, "max_attempts": 3}
-    opts["timeout_seconds"] = 2.0
+    opts: dict[str, Any] = {"backoff_initial_seconds": 0.01, "backoff_max_seconds": 0.05}
+    opts |= {"max_attempts": 3, "timeout_seconds": 2.0, "quota_per_second": 20}
     return AllioResource(database_url=database_url, **{**opts, **kw})
 
 
@@ -185,9 +185,9 @@ def test_retry_after_is_honoured_and_pushes_the_shared_key(
 def test_429_without_retry_after_waits_the_policy_penalty(
     engine: Engine, database_url: str, emulator: Emulator
 ) -> None:
-    integration = _add(engine, emulator.base_url, penalty_seconds=0.4)
+    integration = _add(engine, emulator.base_url)
     emulator.faults(force_429=1, retry_after=None)
-    with _resource(database_url).client_for(integration) as client:
+    with _resource(database_url, penalty_seconds=0.4).client_for(integration) as client:
         client.reserve_list([1])
     first, second = emulator.requests()
     assert first["status"] == 429 and second["status"] == 200
@@ -212,11 +212,11 @@ def test_exhausted_retries_raise_typed_errors(
     error: type[Exception],
     status: int | None,
 ) -> None:
-    integration = _add(engine, emulator.base_url, penalty_seconds=0.0)
+    integration = _add(engine, emulator.base_url)
     emulator.faults(**faults)
     stats = CallStats()
     with (
-        _resource(database_url).client_for(integration, stats=stats) as client,
+        _resource(database_url, penalty_seconds=0.0).client_for(integration, stats=stats) as client,
         pytest.raises(error) as err,
     ):
         client.reserve_list([1, 2, 3])
@@ -316,7 +316,7 @@ def test_masking_helpers() -> None:
 def test_three_processes_share_the_quota(
     engine: Engine, database_url: str, emulator10: Emulator
 ) -> None:
-    integration = _add(engine, emulator10.base_url, rate=10)
+    integration = _add(engine, emulator10.base_url)
     with warm_pool(3) as pool:
         start_at = time.time() + 0.3
         jobs = [
@@ -326,6 +326,7 @@ def test_three_processes_share_the_quota(
                 "ids": [i * 1000 + 1],
                 "start_at": start_at,
                 "stop_at": start_at + 2.0,
+                "quota": 10,
             }  # fmt: skip
             for i in range(3)
         ]
@@ -342,7 +343,7 @@ def test_three_processes_share_the_quota(
 def test_429_storm_makes_every_process_back_off(
     engine: Engine, database_url: str, emulator10: Emulator
 ) -> None:
-    integration = _add(engine, emulator10.base_url, rate=10)
+    integration = _add(engine, emulator10.base_url)
     with warm_pool(3) as pool:
         emulator10.faults(force_429_seconds=1.8, retry_after="1")  # covers every first call
         start_at = time.time() + 0.3
@@ -353,6 +354,7 @@ def test_429_storm_makes_every_process_back_off(
                 "ids": [i * 1000 + 1],
                 "start_at": start_at,
                 "calls": 3,
+                "quota": 10,
             }  # fmt: skip
             for i in range(3)
         ]

@@ -12,21 +12,26 @@ from sqlalchemy import Engine, select
 
 from crm_schema.integrations import Integration
 from crm_schema.tables import rate_limit_state
+from crm_sync.providers.allio import SPEC as ALLIO
+from crm_sync.registry import ProviderSpec
 from orchestration.ratelimit import (
     DatabaseRateLimiter,
     LocalRateLimiter,
+    RateKey,
     RatePolicy,
     Throttle,
-    policy_for,
-    rate_limit_key,
+    rate_keys,
 )
 from tests.mp_workers import acquire_worker, max_in_window, warm_pool
 
 
-def _integration(id_: int = 7, settings: dict | None = None) -> Integration:
+def _integration(
+    id_: int = 7, settings: dict | None = None, credentials: dict | None = None
+) -> Integration:
     return Integration(
         id=id_, provider="allio", name="t", integration_uuid=None, webhook_key="k",
-        api_base_url=None, settings=settings or {}, is_active=True, credentials={},
+        api_base_url=None, settings=settings or {}, is_active=True,
+        credentials=credentials or {},
     )  # fmt: skip
 
 
@@ -61,21 +66,71 @@ def test_local_penalty_pushes_the_next_slot() -> None:
 # -- policies ----------------------------------------------------------------------------
 
 
-def test_provider_defaults_keys_and_overrides() -> None:
-    allio = policy_for("allio")
-    assert (allio.rate, allio.scope) == (2, "ip")
-    assert 0.95 <= allio.effective_rate / allio.rate < 1.0
-    assert rate_limit_key("allio", allio, _integration(), egress_id="eu-1") == "allio:ip:eu-1"
-    amo = policy_for("amocrm", _integration(3))
-    assert amo.rate == 7
-    assert rate_limit_key("amocrm", amo, _integration(3)) == "amocrm:integration:3"
-    uon_key = rate_limit_key("uon", policy_for("uon"), _integration(), account="secret-api-key")
-    assert uon_key.startswith("uon:account:") and "secret-api-key" not in uon_key
-    assert policy_for("unisender").rate == 20
-    custom = policy_for("allio", _integration(settings={"rate_limit": {"rate": 5, "burst": 2}}))
-    assert (custom.rate, custom.burst, custom.scope) == (5, 2, "ip")
+def _keys(spec: ProviderSpec, integration: Integration, **kw: object) -> dict[str, float]:
+    return {k.key: k.policy.rate for k in rate_keys(spec, integration, **kw)}  # type: ignore[arg-type]
+
+
+def test_allio_shares_one_key_per_egress_ip() -> None:
+    [key] = rate_keys(ALLIO, _integration(), egress_id="eu-1")
+    assert (key.key, key.policy.rate, key.policy.scope) == ("allio:ip:eu-1", 2, "ip")
+    assert 0.95 <= key.policy.effective_rate / key.policy.rate < 1.0
+    # The deployment may set the provider's quota (a granted raise, an emulator).
+    assert _keys(ALLIO, _integration(), quota_per_second=50) == {"allio:ip:default": 50}
+
+
+def test_an_integration_may_lower_but_never_raise_a_shared_rate() -> None:
+    slower = _integration(3, settings={"rate_limit": {"rate": 0.5}})
+    # Its own key at 0.5/s, drawn first; the shared per-IP key keeps ALLIO's 2/s for all.
+    assert [(k.key, k.policy.rate) for k in rate_keys(ALLIO, slower)] == [
+        ("allio:integration:3", 0.5),
+        ("allio:ip:default", 2),
+    ]
+    faster = _integration(4, settings={"rate_limit": {"rate": 500}})
+    assert _keys(ALLIO, faster) == {"allio:ip:default": 2}
     with pytest.raises(ValueError, match="unknown rate_limit"):
-        policy_for("allio", _integration(settings={"rate_limit": {"per": 1}}))
+        rate_keys(ALLIO, _integration(settings={"rate_limit": {"burst": 2}}))
+
+
+def test_keys_per_integration_and_per_account_hash_the_secret() -> None:
+    spec = ProviderSpec(
+        name="mail",
+        title="Mail",
+        setup=ALLIO.setup,
+        settings=ALLIO.settings,
+        webhook_paths=(),
+        rate_limits=(
+            RatePolicy(rate=20, scope="account", account_field="api_key"),
+            RatePolicy(rate=20, scope="ip"),
+            RatePolicy(rate=7, scope="integration"),
+        ),
+    )
+    integration = _integration(9, credentials={"api_key": "secret-api-key"})
+    keys = [k.key for k in rate_keys(spec, integration)]
+    assert keys[0] == "mail:integration:9" and keys[2] == "mail:ip:default"
+    assert keys[1].startswith("mail:account:") and "secret-api-key" not in keys[1]
+    lower = _integration(9, {"rate_limit": {"rate": 3}}, {"api_key": "k"})
+    assert rate_keys(spec, lower)[0].policy.rate == 3  # the per-integration key tightens
+    with pytest.raises(ValueError, match="credentials.api_key"):
+        rate_keys(spec, _integration(9))
+
+
+def test_several_keys_respect_each_rate_and_never_hold_the_shared_one_back() -> None:
+    clock = FakeClock()
+    limiter = LocalRateLimiter(clock)
+    slow, fast = RatePolicy(rate=2, safety_margin=0), RatePolicy(rate=10, safety_margin=0)
+
+    def sleep(seconds: float) -> None:
+        clock.now += seconds
+
+    throttle = Throttle(limiter, [RateKey("own", slow), RateKey("shared", fast)], sleep=sleep)
+    slots = [throttle.acquire().slot for _ in range(5)]
+    assert slots == pytest.approx([1000.0, 1000.5, 1001.0, 1001.5, 1002.0])
+    # Another caller on the shared key alone gets the very next shared slot, not one
+    # behind the slow key's schedule.
+    other = Throttle.single(limiter, "shared", fast, sleep=sleep)
+    assert other.acquire().slot == pytest.approx(clock.now)
+    with pytest.raises(ValueError, match="at least one key"):
+        Throttle(limiter, [])
 
 
 def test_safety_margin_keeps_any_window_within_quota() -> None:
@@ -121,7 +176,9 @@ def test_db_penalty_moves_every_callers_next_slot(limiter: DatabaseRateLimiter) 
 
 def test_throttle_sleeps_until_slot_without_polling(limiter: DatabaseRateLimiter) -> None:
     sleeps: list[float] = []
-    throttle = Throttle(limiter, "k", RatePolicy(rate=10, safety_margin=0), sleep=sleeps.append)
+    throttle = Throttle.single(
+        limiter, "k", RatePolicy(rate=10, safety_margin=0), sleep=sleeps.append
+    )
     for _ in range(3):
         throttle.acquire()
     assert len(sleeps) == 2  # one sleep per waiting call, none for the first
@@ -134,7 +191,7 @@ def test_backfill_lane_never_takes_the_whole_quota(limiter: DatabaseRateLimiter)
     stop = time.monotonic() + 1.0
 
     def run(lane: str) -> None:
-        throttle = Throttle(limiter, "amocrm:integration:1", policy, lane=lane)
+        throttle = Throttle.single(limiter, "amocrm:integration:1", policy, lane=lane)
         while time.monotonic() < stop:
             throttle.acquire()
             counts[lane] += 1
@@ -150,10 +207,10 @@ def test_backfill_lane_never_takes_the_whole_quota(limiter: DatabaseRateLimiter)
 
 
 def test_lane_key_is_separate_and_unknown_lane_refused(limiter: DatabaseRateLimiter) -> None:
-    throttle = Throttle(limiter, "k", RatePolicy(rate=100), lane="reconcile")
+    throttle = Throttle.single(limiter, "k", RatePolicy(rate=100), lane="reconcile")
     assert throttle.lane_key == "k:lane:reconcile" and throttle.lane_fraction == 0.5
     with pytest.raises(ValueError, match="unknown lane"):
-        Throttle(limiter, "k", RatePolicy(rate=1), lane="bulk")
+        Throttle.single(limiter, "k", RatePolicy(rate=1), lane="bulk")
 
 
 # -- many OS processes -------------------------------------------------------------------
@@ -195,7 +252,7 @@ def test_penalty_is_not_eaten_by_the_burst() -> None:
     clock = FakeClock()
     limiter = LocalRateLimiter(clock)
     policy = RatePolicy(rate=10, burst=3, safety_margin=0)
-    Throttle(limiter, "k", policy).penalize(1.0)
+    Throttle.single(limiter, "k", policy).penalize(1.0)
     assert limiter.reserve("k", policy.interval, burst=3).slot == pytest.approx(1001.0)
 
 
@@ -206,7 +263,7 @@ def test_a_stalled_caller_takes_a_fresh_slot_instead_of_crowding() -> None:
     def stalling_sleep(seconds: float) -> None:
         time.sleep(seconds + (stalls.pop() if stalls else 0.0))
 
-    throttle = Throttle(LocalRateLimiter(), "k", policy, sleep=stalling_sleep)
+    throttle = Throttle.single(LocalRateLimiter(), "k", policy, sleep=stalling_sleep)
     first = throttle.acquire()
     second = throttle.acquire()  # oversleeps 100 ms: its slot is stale, so it re-reserves
     assert throttle.late_slots == 1

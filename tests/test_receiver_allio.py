@@ -15,8 +15,8 @@ import httpx
 import pytest
 from sqlalchemy import select, text
 
-from crm_schema.settings import get_settings
-from crm_schema.tables import allio_webhook
+from crm_schema.providers.allio import allio_webhook
+from crm_sync.settings import get_settings
 from tests.conftest import count_rows
 from tests.receiver_fixtures import add_allio, serve_receiver, toggle, webhook
 from webhook_receiver.app import create_app

@@ -7,15 +7,11 @@ import logging
 
 import pytest
 
-from webhook_receiver.allio import AllioWebhook, validate_allio
+from crm_sync.redaction import UrlRedactionFilter, mask_webhook_path
 from webhook_receiver.config import ReceiverConfig
 from webhook_receiver.integration_cache import IntegrationCache
-from webhook_receiver.security import (
-    WebhookKeyLogFilter,
-    constant_time_equals,
-    is_json_content_type,
-    mask_webhook_path,
-)
+from webhook_receiver.providers.allio import AllioWebhook, validate_allio
+from webhook_receiver.security import constant_time_equals, is_json_content_type
 from webhook_receiver.stores import IntegrationEntry, StoreUnavailable
 
 
@@ -70,7 +66,7 @@ def test_access_log_filter_masks_keys() -> None:
         ("127.0.0.1:5000", "POST", "/webhooks/allio/SeCrEt-key", "1.1", 200),
         None,
     )
-    WebhookKeyLogFilter().filter(record)
+    UrlRedactionFilter().filter(record)
     assert "SeCrEt" not in record.getMessage()
     assert "/webhooks/allio/****" in record.getMessage()
 

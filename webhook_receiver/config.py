@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from crm_schema.settings import get_settings
+from crm_sync.settings import get_settings
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,10 @@ class ReceiverConfig:
     group_commit_delay_ms: float = 1.0
     connect_timeout_seconds: float = 2.0
     statement_timeout_seconds: float = 5.0
+    # The longest a request waits for its row's COMMIT before answering 503; a row
+    # whose batch has not started `commit_margin_seconds` before that is not written.
+    commit_timeout_seconds: float = 8.0
+    commit_margin_seconds: float = 1.0
     # SQLite: how long a write waits for the lock before answering 503.
     sqlite_busy_timeout_ms: int = 3000
     sqlite_synchronous: str = "FULL"
@@ -54,4 +58,6 @@ class ReceiverConfig:
             raise ValueError("sqlite_synchronous must be OFF, NORMAL, FULL or EXTRA")
         if config.max_batch < 1 or config.pg_writer_connections < 1:
             raise ValueError("max_batch and pg_writer_connections must be >= 1")
+        if config.commit_timeout_seconds <= config.commit_margin_seconds:
+            raise ValueError("commit_timeout_seconds must exceed commit_margin_seconds")
         return config

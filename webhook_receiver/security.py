@@ -1,11 +1,11 @@
-"""Request hygiene: constant-time compare, content-type check, size-limited body reader,
-and a log filter that keeps webhook keys out of access logs."""
+"""Request hygiene: constant-time compare, content-type check, size-limited body reader.
+
+Webhook keys are kept out of access logs by crm_sync.redaction (installed at startup).
+"""
 
 from __future__ import annotations
 
 import hmac
-import logging
-import re
 
 from starlette.types import Receive
 
@@ -75,30 +75,3 @@ async def read_body_limited(receive: Receive, limit: int, declared: int | None) 
     if len(chunks) == 1:
         return chunks[0]
     return b"".join(chunks)
-
-
-_WEBHOOK_PATH = re.compile(r"(/webhooks/[^/?\s]+/)[^/?\s]+")
-
-
-def mask_webhook_path(path: str) -> str:
-    """`/webhooks/allio/<key>` → `/webhooks/allio/****`."""
-    return _WEBHOOK_PATH.sub(r"\1****", path)
-
-
-class WebhookKeyLogFilter(logging.Filter):
-    """Masks webhook keys in uvicorn access-log records (the key is in the URL)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args
-        if isinstance(args, tuple) and args:
-            record.args = tuple(mask_webhook_path(a) if isinstance(a, str) else a for a in args)
-        elif isinstance(record.msg, str):
-            record.msg = mask_webhook_path(record.msg)
-        return True
-
-
-def install_access_log_filter(logger_name: str = "uvicorn.access") -> None:
-    """Attach WebhookKeyLogFilter to the access logger once."""
-    logger = logging.getLogger(logger_name)
-    if not any(isinstance(f, WebhookKeyLogFilter) for f in logger.filters):
-        logger.addFilter(WebhookKeyLogFilter())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 
 from crm_schema.engine import make_engine
-from crm_schema.tables import metadata
+from crm_schema.tables import load_provider_tables
 
 config = context.config
 
@@ -27,7 +27,7 @@ def run_migrations() -> None:
 def _run(connection) -> None:  # noqa: ANN001
     context.configure(
         connection=connection,
-        target_metadata=metadata,
+        target_metadata=load_provider_tables(),
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
     )

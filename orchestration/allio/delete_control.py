@@ -13,10 +13,12 @@ from datetime import timedelta
 
 from sqlalchemy import Engine, select
 
-from crm_schema import allio_tasks as tasks_q
-from crm_schema.entities import ENTITY_TABLES, live_count, tombstone
+from crm_schema.entities import live_count, tombstone
 from crm_schema.integrations import Integration
-from orchestration.allio.sync import AllioFetcher
+from crm_schema.task_queue import Claim, Finished, Task, now_utc
+from orchestration.allio.client import AllioClient
+from orchestration.allio.sync import ENTITIES
+from orchestration.allio.tasks import DELETE, ENTITY_TABLES, QUEUE
 
 
 @dataclass
@@ -26,7 +28,7 @@ class DeleteControlOptions:
     run_id: str
     dry_run: bool = False
     max_delete_share: float = 0.2
-    lease: timedelta = timedelta(minutes=10)
+    lease: timedelta = timedelta(minutes=2)
 
 
 @dataclass
@@ -68,48 +70,55 @@ def _live_matches(engine: Engine, entity: str, integration_id: int, ids: set[str
 
 def _live_total(engine: Engine, integration_id: int) -> int:
     with engine.connect() as conn:
-        return sum(
-            live_count(conn, ENTITY_TABLES[e], integration_id) for e in tasks_q.SYNC_ENTITIES
-        )
+        return sum(live_count(conn, ENTITY_TABLES[e], integration_id) for e in ENTITIES)
+
+
+def _claim_all(engine: Engine, integration: Integration, opts: DeleteControlOptions) -> list[Task]:
+    claim = Claim(
+        run_id=opts.run_id,
+        handler=DELETE,
+        day=None,
+        integration_ids=frozenset({integration.id}),
+        lease=opts.lease,
+    )
+    tasks: list[Task] = []
+    while True:
+        with engine.begin() as conn:
+            chunk = QUEUE.claim(conn, claim)
+        if not chunk:
+            return tasks
+        tasks += chunk
 
 
 def sweep_integration(
-    engine: Engine, integration: Integration, client: AllioFetcher, opts: DeleteControlOptions
+    engine: Engine, integration: Integration, client: AllioClient, opts: DeleteControlOptions
 ) -> IntegrationSweep:
     """Claim, confirm, check the cap and tombstone for one integration."""
     result = IntegrationSweep(integration.id)
-    with engine.begin() as conn:
-        claimed = {
-            entity: tasks_q.claim_tasks(
-                conn,
-                entity=entity,
-                day=None,
-                run_id=opts.run_id,
-                lease=opts.lease,
-                integration_ids=[integration.id],
-                delete_tasks=True,
-            )
-            for entity in tasks_q.SYNC_ENTITIES
-        }
-    task_ids = [t.id for tasks in claimed.values() for t in tasks]
+    claimed_tasks = _claim_all(engine, integration, opts)
+    claimed = {e: [t for t in claimed_tasks if t.entity == e] for e in ENTITIES}
+    task_ids = [t.id for t in claimed_tasks]
     result.tasks = len(task_ids)
     if not task_ids:
         return result
     absent: dict[str, set[str]] = {}
+    present: dict[str, set[str]] = {}
     try:
         for entity, tasks in claimed.items():
             ids = {ext for t in tasks for ext in t.external_ids}
             result.requested += len(ids)
             if not ids:
                 continue
-            fetch = client.reserve_list if entity == "reserve" else client.dealcard_list
-            present = {str(r.get("id")) for r in fetch(sorted(int(i) for i in ids))}
-            result.still_present += len(ids & present)
-            absent[entity] = _live_matches(engine, entity, integration.id, ids - present)
+            records = client.list_records(entity, sorted(int(i) for i in ids))  # type: ignore[arg-type]
+            present[entity] = ids & {str(r.get("id")) for r in records}
+            result.still_present += len(present[entity])
+            absent[entity] = _live_matches(engine, entity, integration.id, ids - present[entity])
     except Exception as exc:  # the provider could not confirm: delete nothing
         result.error = f"{type(exc).__name__}: {exc}"
         with engine.begin() as conn:
-            tasks_q.finish_tasks(conn, task_ids, opts.run_id, result.error)
+            QUEUE.finish(
+                conn, opts.run_id, [Finished(t, error=result.error) for t in claimed_tasks]
+            )
         return result
     result.to_delete = sum(len(v) for v in absent.values())
     result.live_entities = _live_total(engine, integration.id)
@@ -118,9 +127,9 @@ def sweep_integration(
     if result.blocked or opts.dry_run:
         result.dry_run_ids = {e: sorted(v, key=int) for e, v in absent.items() if v}
         with engine.begin() as conn:
-            tasks_q.release_tasks(conn, task_ids, opts.run_id)
+            QUEUE.release(conn, task_ids, opts.run_id)
         return result
-    now = tasks_q.now_utc()
+    now = now_utc()
     with engine.begin() as conn:
         for entity, ids in absent.items():
             # Lineage: each tombstone names the (first) task that asked for that id.
@@ -132,14 +141,27 @@ def sweep_integration(
                 result.tombstoned += tombstone(
                     conn, ENTITY_TABLES[entity], integration.id, owned, now, owner
                 )
-        tasks_q.finish_tasks(conn, task_ids, opts.run_id)
+        QUEUE.finish(
+            conn,
+            opts.run_id,
+            [Finished(t, outcome=_outcome(t, present.get(t.entity, set()))) for t in claimed_tasks],
+        )
     return result
+
+
+def _outcome(task: Task, present: set[str]) -> str:
+    """What the sweep did with one task's ids."""
+    kept = sum(1 for ext in task.external_ids if ext in present)
+    if kept == len(task.external_ids):
+        return "kept: still present"
+    deleted = len(task.external_ids) - kept
+    return f"deleted {deleted}" + (f", kept {kept}: still present" if kept else "")
 
 
 def sweep(
     engine: Engine,
     integrations: list[Integration],
-    client_for: Callable[[Integration], AllioFetcher],
+    client_for: Callable[[Integration], AllioClient],
     opts: DeleteControlOptions,
 ) -> list[IntegrationSweep]:
     """Sweep every integration that enabled delete control."""
@@ -163,4 +185,16 @@ def blocked_message(results: list[IntegrationSweep], cap: float) -> str | None:
     return (
         f"delete control stopped: more than {cap:.0%} would be deleted ({detail}); "
         "nothing was deleted for these integrations and their tasks stay pending"
+    )
+
+
+def errors_message(results: list[IntegrationSweep]) -> str | None:
+    """Why the sweep must fail: an integration ALLIO could not confirm deletions for."""
+    failed = [r for r in results if r.error]
+    if not failed:
+        return None
+    detail = "; ".join(f"integration {r.integration_id}: {r.error}" for r in failed)
+    return (
+        f"delete control could not confirm deletions ({detail}); nothing was deleted for "
+        "these integrations and their tasks will be retried"
     )

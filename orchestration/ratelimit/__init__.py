@@ -1,5 +1,6 @@
-"""The shared rate limiter: GCRA in ``rate_limit_state``, per-provider policies, lanes."""
+"""The shared rate limiter: GCRA in ``rate_limit_state``, limiter keys, lanes, throttles."""
 
+from crm_sync.registry import RatePolicy
 from orchestration.ratelimit.gcra import (
     DatabaseRateLimiter,
     Limiter,
@@ -10,24 +11,21 @@ from orchestration.ratelimit.policy import (
     LANE_FRACTIONS,
     LANES,
     LIVE,
-    PROVIDER_POLICIES,
-    RatePolicy,
+    RateKey,
     Throttle,
-    policy_for,
-    rate_limit_key,
+    rate_keys,
 )
 
 __all__ = [
     "LANES",
     "LANE_FRACTIONS",
     "LIVE",
-    "PROVIDER_POLICIES",
     "DatabaseRateLimiter",
     "Limiter",
     "LocalRateLimiter",
+    "RateKey",
     "RatePolicy",
     "Reservation",
     "Throttle",
-    "policy_for",
-    "rate_limit_key",
+    "rate_keys",
 ]

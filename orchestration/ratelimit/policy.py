@@ -1,155 +1,181 @@
-"""Per-provider rate policies, limiter keys, lanes, and the ``Throttle`` a client uses."""
+"""Limiter keys for one integration's calls, lanes, and the ``Throttle`` a client uses.
+
+A provider's `RatePolicy`s (crm_sync.registry) say whose budget each quota is: our
+egress IP, one integration, or one provider account (API key). A call draws from
+every key that applies. An integration's own ``rate_limit`` setting can only make it
+slower: it adds (or tightens) a per-integration key and never touches the budget it
+shares with other integrations. A deployment-wide override (CRM_SYNC_RATE_LIMITS, or
+the resource's ``quota_per_second``) sets the provider's quota itself.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any
 
 from crm_schema.integrations import Integration
+from crm_sync.registry import ProviderSpec, RatePolicy
 from orchestration.ratelimit.gcra import Limiter, Reservation
 
-Scope = Literal["ip", "integration", "account"]
 LIVE = "live"
 LANE_FRACTIONS: dict[str, float] = {"backfill": 0.5, "reconcile": 0.5}
 LANES = (LIVE, *LANE_FRACTIONS)
-# Aiming m under the quota leaves ~m seconds of slack in every 1-second window (at any
-# rate), so requests that arrive up to ~40 ms late still never break the provider's
-# "N per any second" rule; utilization stays at 1 - m = 0.96.
-DEFAULT_SAFETY_MARGIN = 0.04
 MIN_LATENESS = 0.005  # seconds: waking this late is normal scheduling noise
 MAX_RESLOTS = 3
 
 
 @dataclass(frozen=True)
-class RatePolicy:
-    """``rate`` requests/s (the provider's quota) with ``burst``, aimed ``safety_margin`` under.
+class RateKey:
+    """One shared budget a call draws from."""
 
-    ``penalty_seconds`` is how far a 429 without ``Retry-After`` pushes the key.
-    With ``burst`` 1 and any margin > 0, no 1-second window ever holds more than
-    ``rate`` granted slots.
-    """
-
-    rate: float
-    burst: int = 1
-    scope: Scope = "integration"
-    safety_margin: float = DEFAULT_SAFETY_MARGIN
-    penalty_seconds: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.rate <= 0 or self.burst < 1 or not 0 <= self.safety_margin < 1:
-            raise ValueError("rate must be > 0, burst >= 1 and 0 <= safety_margin < 1")
-
-    @property
-    def effective_rate(self) -> float:
-        """The rate actually granted (quota minus the safety margin)."""
-        return self.rate * (1.0 - self.safety_margin)
-
-    @property
-    def interval(self) -> float:
-        """Seconds of quota one request costs."""
-        return 1.0 / self.effective_rate
-
-    @property
-    def slack_seconds(self) -> float:
-        """How late a request may arrive before it could crowd a 1-second window."""
-        return self.rate * self.interval - 1.0
-
-
-PROVIDER_POLICIES: dict[str, RatePolicy] = {
-    "allio": RatePolicy(rate=2, scope="ip"),
-    "amocrm": RatePolicy(rate=7, scope="integration"),
-    "uon": RatePolicy(rate=8, scope="account"),
-    "unisender": RatePolicy(rate=20, scope="account"),
-    "iiko": RatePolicy(rate=10, scope="integration"),
-}
-
-
-def policy_for(provider: str, integration: Integration | None = None) -> RatePolicy:
-    """The provider default, overridden by ``integration.settings["rate_limit"]``."""
-    try:
-        policy = PROVIDER_POLICIES[provider]
-    except KeyError:
-        raise ValueError(f"no rate policy for provider '{provider}'") from None
-    override: Mapping[str, Any] = (integration.settings if integration else {}).get(
-        "rate_limit"
-    ) or {}
-    allowed = {"rate", "burst", "safety_margin", "penalty_seconds"}
-    unknown = set(override) - allowed
-    if unknown:
-        raise ValueError(f"unknown rate_limit setting(s): {', '.join(sorted(unknown))}")
-    return replace(policy, **override) if override else policy
+    key: str
+    policy: RatePolicy
 
 
 def _fingerprint(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()[:16]
 
 
-def rate_limit_key(
-    provider: str,
-    policy: RatePolicy,
-    integration: Integration | None = None,
-    egress_id: str = "default",
-    account: str | None = None,
-) -> str:
-    """The shared budget's key: ``allio:ip:default``, ``amocrm:integration:7``, ...
+def _own_rate(integration: Integration | None) -> float | None:
+    raw: Mapping[str, Any] = (integration.settings if integration else {}).get("rate_limit") or {}
+    unknown = set(raw) - {"rate"}
+    if unknown:
+        raise ValueError(f"unknown rate_limit setting(s): {', '.join(sorted(unknown))}")
+    rate = raw.get("rate")
+    if rate is None:
+        return None
+    if not isinstance(rate, int | float) or isinstance(rate, bool) or rate <= 0:
+        raise ValueError("rate_limit.rate must be a number > 0")
+    return float(rate)
 
-    ``account`` (e.g. the API key) is hashed, so no secret lands in the table.
+
+def rate_keys(
+    spec: ProviderSpec,
+    integration: Integration | None,
+    *,
+    egress_id: str = "default",
+    quota_per_second: float | None = None,
+    penalty_seconds: float | None = None,
+) -> list[RateKey]:
+    """Every key one integration's calls draw from, most specific first, widest last.
+
+    Keys look like ``allio:ip:default``, ``amocrm:integration:7``,
+    ``unisender:account:<sha256 prefix>`` (no secret lands in the table).
     """
+    own = _own_rate(integration)
+    keys: list[tuple[int, RateKey]] = []
+    for policy in spec.rate_limits:
+        if quota_per_second is not None:
+            policy = policy.with_rate(quota_per_second)
+        if penalty_seconds is not None:
+            policy = replace(policy, penalty_seconds=penalty_seconds)
+        keys.append((SCOPE_ORDER[policy.scope], _key(spec, policy, integration, egress_id, own)))
+    has_own_key = any(policy.scope == "integration" for policy in spec.rate_limits)
+    if own is not None and not has_own_key and integration is not None:
+        widest = min(keys, key=lambda k: k[1].policy.rate)[1].policy
+        if own < widest.rate:
+            own_key = RateKey(f"{spec.name}:integration:{integration.id}", widest.with_rate(own))
+            keys.append((SCOPE_ORDER["integration"], own_key))
+    # Narrow keys first: the widest (shared) budget is taken last, right before sending.
+    return [k for _, k in sorted(keys, key=lambda k: k[0])]
+
+
+SCOPE_ORDER = {"integration": 0, "account": 1, "ip": 2}
+
+
+def _key(
+    spec: ProviderSpec,
+    policy: RatePolicy,
+    integration: Integration | None,
+    egress_id: str,
+    own: float | None,
+) -> RateKey:
     if policy.scope == "ip":
-        return f"{provider}:ip:{egress_id}"
-    if policy.scope == "account" and account:
-        return f"{provider}:account:{_fingerprint(account)}"
+        return RateKey(f"{spec.name}:ip:{egress_id}", policy)
     if integration is None:
-        raise ValueError(f"{provider}: a per-{policy.scope} rate limit needs an integration")
-    return f"{provider}:integration:{integration.id}"
+        raise ValueError(f"{spec.name}: a per-{policy.scope} rate limit needs an integration")
+    if policy.scope == "account":
+        account = str(integration.credentials.get(policy.account_field or "", ""))
+        if not account:
+            raise ValueError(
+                f"{spec.name}: a per-account rate limit needs credentials.{policy.account_field}"
+            )
+        return RateKey(f"{spec.name}:account:{_fingerprint(account)}", policy)
+    if own is not None and own < policy.rate:
+        policy = policy.with_rate(own)
+    return RateKey(f"{spec.name}:integration:{integration.id}", policy)
 
 
 @dataclass
 class Throttle:
-    """A client's handle on its budget: ``acquire()`` before each attempt, ``penalize()`` on 429.
+    """A client's handle on its budgets: ``acquire()`` before each attempt, ``penalize()`` on 429.
 
-    ``live`` draws only from ``key``; other lanes first draw from ``key:lane:<lane>``
-    at ``lane_fraction`` of the rate, so they can never take the whole quota.
+    Every key's slot is reserved on one instant (``not_before``), so no key is used
+    later than its slot: a late slot would crowd the next caller's window. Lanes other
+    than ``live`` first draw from ``<widest key>:lane:<lane>`` at ``lane_fraction`` of
+    its rate, so backfills and reconciles can never take the whole quota.
     """
 
     limiter: Limiter
-    key: str
-    policy: RatePolicy
+    keys: Sequence[RateKey]
     lane: str = LIVE
     lane_fraction: float | None = None
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
     late_slots: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
+        if not self.keys:
+            raise ValueError("a throttle needs at least one key")
         if self.lane not in LANES:
             raise ValueError(f"unknown lane '{self.lane}' (known: {', '.join(LANES)})")
         if self.lane != LIVE and self.lane_fraction is None:
             self.lane_fraction = LANE_FRACTIONS[self.lane]
         if self.lane_fraction is not None and not 0 < self.lane_fraction <= 1:
             raise ValueError("lane_fraction must be in (0, 1]")
+        self.keys = list(self.keys)
+
+    @classmethod
+    def single(cls, limiter: Limiter, key: str, policy: RatePolicy, **kwargs: Any) -> Throttle:
+        """A throttle over one key."""
+        return cls(limiter, [RateKey(key, policy)], **kwargs)
+
+    @property
+    def key(self) -> str:
+        """The widest (shared) key."""
+        return self.keys[-1].key
+
+    @property
+    def policy(self) -> RatePolicy:
+        """The widest key's policy."""
+        return self.keys[-1].policy
 
     @property
     def lane_key(self) -> str | None:
         return None if self.lane == LIVE else f"{self.key}:lane:{self.lane}"
 
     def acquire(self) -> Reservation:
-        """Sleep until this process's next slot; returns the main key's reservation.
+        """Sleep until this process's next slot on every key; returns the widest key's.
 
-        A caller that wakes later than half the policy's slack (a stalled host, CPU
-        starvation) gives its stale slot up and takes a fresh one rather than crowding
-        the next caller's window.
+        Keys are taken one after the other, narrowest first, sleeping until each slot,
+        so the widest (shared) key is reserved last, for now, and never pushed into the
+        future for everyone else. A caller that wakes later than half the policy's slack
+        (a stalled host, CPU starvation) gives its stale shared slot up and takes a
+        fresh one rather than crowding the next caller's window.
         """
         if self.lane_key is not None and self.lane_fraction is not None:
             lane = self.limiter.reserve(
                 self.lane_key, self.policy.interval / self.lane_fraction, self.policy.burst
             )
             self._sleep(lane.wait)
-        max_late = max(MIN_LATENESS, self.policy.slack_seconds / 2)
+        for narrow in self.keys[:-1]:
+            self._sleep(self._reserve(narrow).wait)
+        widest = self.keys[-1]
+        max_late = max(MIN_LATENESS, widest.policy.slack_seconds / 2)
         for _ in range(MAX_RESLOTS):
-            granted = self.limiter.reserve(self.key, self.policy.interval, self.policy.burst)
+            granted = self._reserve(widest)
             due = time.monotonic() + granted.wait
             self._sleep(granted.wait)
             if time.monotonic() - due <= max_late:
@@ -157,14 +183,21 @@ class Throttle:
             self.late_slots += 1
         return granted
 
+    def _reserve(self, key: RateKey) -> Reservation:
+        return self.limiter.reserve(key.key, key.policy.interval, key.policy.burst)
+
     def penalize(self, seconds: float | None = None) -> float:
-        """Push the shared key so its next slot is ``seconds`` (or the policy's penalty) away."""
-        delay = self.policy.penalty_seconds if seconds is None else seconds
-        # tat runs (burst - 1) intervals ahead of the next slot; keep the burst from
-        # eating into the penalty.
-        return self.limiter.penalize(
-            self.key, delay + (self.policy.burst - 1) * self.policy.interval
-        )
+        """Push every key so its next slot is ``seconds`` (or the policy's penalty) away.
+
+        Returns the widest key's new ``tat``.
+        """
+        tat = 0.0
+        for k in self.keys:
+            delay = k.policy.penalty_seconds if seconds is None else seconds
+            # tat runs (burst - 1) intervals ahead of the next slot; keep the burst from
+            # eating into the penalty.
+            tat = self.limiter.penalize(k.key, delay + (k.policy.burst - 1) * k.policy.interval)
+        return tat
 
     def _sleep(self, seconds: float) -> None:
         if seconds > 0:

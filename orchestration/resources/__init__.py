@@ -1,7 +1,6 @@
-"""Provider clients and their Dagster resources, on one shared base."""
+"""The provider client base every provider builds on: transport, auth, errors, call log."""
 
-from orchestration.resources.allio import AllioClient, AllioResource
-from orchestration.resources.base import CallStats, ProviderClient, ProviderResource
+from orchestration.resources.base import ProviderClient, ProviderResource
 from orchestration.resources.errors import (
     ProviderAuthError,
     ProviderError,
@@ -10,10 +9,9 @@ from orchestration.resources.errors import (
     ProviderResponseError,
     ProviderUnavailableError,
 )
+from orchestration.resources.transport import CallStats
 
 __all__ = [
-    "AllioClient",
-    "AllioResource",
     "CallStats",
     "ProviderAuthError",
     "ProviderClient",

@@ -2,24 +2,28 @@
 
 A provider module subclasses :class:`ProviderClient` (endpoints, envelope via
 ``parse_response``) and :class:`ProviderResource` (the Dagster resource that builds
-clients per integration). Everything cross-cutting lives here:
+clients per integration). Everything cross-cutting lives here and in the transport:
 
-- every attempt first takes a slot from the shared limiter (``Throttle.acquire``);
-- 429 / 5xx / timeouts / broken connections / malformed bodies are retried by
-  tenacity, waiting ``Retry-After`` when the provider sent one, else exponential
-  backoff with jitter; a 429 also pushes the shared key forward for every process;
-- 401/403 and other 4xx are raised at once as typed errors;
-- one ``api_call_log`` row per attempt, with secrets masked and no headers.
+- every request on the wire first takes a slot on each of its limiter keys and
+  leaves one ``api_call_log`` row (``ProviderTransport``);
+- bodies as JSON, form fields or raw bytes, query strings, per-request headers;
+  204 / empty bodies are success (``None``) where a provider means "nothing";
+- auth as ``httpx.Auth`` (bearer token, a fetched token cached for its lifetime,
+  OAuth 2 with single-use refresh tokens: orchestration.resources.auth);
+- 429 / 5xx / timeouts / broken connections / malformed bodies — and the errors a
+  provider puts inside an HTTP 200 that ``parse_response`` classifies as such — are
+  retried by tenacity, waiting ``Retry-After`` when the provider sent one, else
+  exponential backoff with jitter; a rate-limit error also pushes the shared keys
+  forward for every process;
+- 401/403 and other 4xx are raised at once as typed errors.
 """
 
 from __future__ import annotations
 
 import email.utils
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 import httpx
@@ -37,16 +41,19 @@ from tenacity import (
 from tenacity.wait import wait_base
 
 from crm_schema.integrations import Integration
+from crm_sync.redaction import install_log_redaction, redact_body
+from crm_sync.registry import get_provider
+from crm_sync.settings import get_settings
 from orchestration.db import shared_engine
 from orchestration.ratelimit import (
+    LANE_FRACTIONS,
     LIVE,
     DatabaseRateLimiter,
     Limiter,
     Throttle,
-    policy_for,
-    rate_limit_key,
+    rate_keys,
 )
-from orchestration.resources.calllog import CallLog, CallRecord
+from orchestration.resources.calllog import CallLog
 from orchestration.resources.errors import (
     ProviderAuthError,
     ProviderError,
@@ -55,41 +62,12 @@ from orchestration.resources.errors import (
     ProviderResponseError,
     ProviderUnavailableError,
 )
-from orchestration.resources.redact import install_httpx_log_redaction, mask_url, redact_body
+from orchestration.resources.transport import ATTEMPT, CallStats, ProviderTransport
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-BODY_LOG_LIMIT = 4096
 
-
-@dataclass
-class CallStats:
-    """Counters for run metadata; one object may be shared by several clients."""
-
-    calls: int = 0  # HTTP attempts sent (what the provider's quota counts)
-    retries: int = 0
-    http_429: int = 0
-    failures: int = 0  # logical calls that raised after their last attempt
-    ids_requested: int = 0
-    throttled_seconds: float = 0.0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def add(self, **counts: float) -> None:
-        """Increment counters atomically."""
-        with self._lock:
-            for name, value in counts.items():
-                setattr(self, name, getattr(self, name) + value)
-
-    def as_metadata(self) -> dict[str, float]:
-        """Plain numbers for ``MaterializeResult(metadata=...)``."""
-        return {
-            "api_calls": self.calls,
-            "api_retries": self.retries,
-            "api_429s": self.http_429,
-            "api_failures": self.failures,
-            "ids_requested": self.ids_requested,
-            "throttled_seconds": round(self.throttled_seconds, 3),
-        }
+__all__ = ["CallStats", "ProviderClient", "ProviderResource", "parse_retry_after"]
 
 
 def parse_retry_after(value: str | None, cap: float) -> float | None:
@@ -139,6 +117,7 @@ class ProviderClient:
         integration_id: int | None = None,
         run_id: str | None = None,
         headers: Mapping[str, str] | None = None,
+        auth: httpx.Auth | None = None,
         secrets: Iterable[str] = (),
         timeout_seconds: float = 30.0,
         max_attempts: int = 5,
@@ -153,7 +132,6 @@ class ProviderClient:
             raise ValueError("max_attempts must be >= 1")
         self.base_url = base_url.rstrip("/")
         self.throttle = throttle
-        self.call_log = call_log
         self.integration_id = integration_id
         self.run_id = run_id
         self.stats = stats or CallStats()
@@ -165,12 +143,23 @@ class ProviderClient:
             wait_exponential(multiplier=backoff_initial_seconds, max=backoff_max_seconds)
             + wait_random(0, backoff_initial_seconds)
         )
-        install_httpx_log_redaction(self._secrets)
+        install_log_redaction("httpx", self._secrets)
+        self._transport = ProviderTransport(
+            self.provider,
+            inner=transport,
+            throttle=throttle,
+            call_log=call_log,
+            stats=self.stats,
+            integration_id=integration_id,
+            run_id=run_id,
+            secrets=self._secrets,
+        )
         self._http = httpx.Client(
             base_url=self.base_url,
             headers=dict(headers or {}),
+            auth=auth,
             timeout=httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, 10.0)),
-            transport=transport,
+            transport=self._transport,
         )
 
     # -- public -----------------------------------------------------------------------
@@ -181,21 +170,40 @@ class ProviderClient:
         path: str,
         *,
         json: Any = None,
+        data: Mapping[str, Any] | None = None,
+        content: bytes | None = None,
         params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
         parse: Callable[[httpx.Response], T] | None = None,
     ) -> T:
         """Send with limiter, retries and call log; returns ``parse(response)``.
 
-        Raises a :class:`ProviderError` subclass once retries run out (``.attempts`` set).
+        ``json`` (serialised with orjson), ``data`` (form-encoded) and ``content``
+        (raw bytes) are alternatives. Raises a :class:`ProviderError` subclass once
+        retries run out (``.attempts`` set).
         """
+        if sum(x is not None for x in (json, data, content)) > 1:
+            raise ValueError("give one of json, data or content")
         parser = parse or self.parse_response
-        content = orjson.dumps(json) if json is not None else None
+        send_headers = dict(headers or {})
+        if json is not None:
+            content = orjson.dumps(json)
+            send_headers.setdefault("Content-Type", "application/json")
         attempts = 0
 
         def attempt() -> T:
             nonlocal attempts
             attempts += 1
-            return self._attempt(method, path, content, params, parser, attempts)
+            request = self._http.build_request(
+                method,
+                path,
+                content=content,
+                data=data,
+                params=params,
+                headers=send_headers or None,
+                extensions={ATTEMPT: attempts},
+            )
+            return self._attempt(request, parser)
 
         retrying = Retrying(
             stop=stop_after_attempt(self.max_attempts),
@@ -213,7 +221,14 @@ class ProviderClient:
             raise
 
     def parse_response(self, response: httpx.Response) -> Any:
-        """Decode a successful response (default: JSON). Override for envelopes."""
+        """Decode a successful response: JSON, or None for 204 / an empty body.
+
+        Override for envelopes; raise a :class:`ProviderError` for an error a provider
+        reports inside an HTTP 200 (a :class:`ProviderRateLimitedError` backs every
+        process off).
+        """
+        if response.status_code == 204 or not response.content.strip():
+            return None
         return self.decode_json(response)
 
     def decode_json(self, response: httpx.Response) -> Any:
@@ -243,26 +258,7 @@ class ProviderClient:
 
     # -- one attempt ----------------------------------------------------------------------
 
-    def _attempt(
-        self,
-        method: str,
-        path: str,
-        content: bytes | None,
-        params: Mapping[str, Any] | None,
-        parse: Callable[[httpx.Response], T],
-        number: int,
-    ) -> T:
-        if self.throttle is not None:
-            granted = self.throttle.acquire()
-            self.stats.add(throttled_seconds=granted.wait)
-        headers = {"Content-Type": "application/json"} if content is not None else None
-        request = self._http.build_request(
-            method, path, content=content, params=params, headers=headers
-        )
-        started = time.perf_counter()
-        response: httpx.Response | None = None
-        error: ProviderError | None = None
-        self.stats.add(calls=1)
+    def _attempt(self, request: httpx.Request, parse: Callable[[httpx.Response], T]) -> T:
         try:
             try:
                 response = self._http.send(request)
@@ -274,17 +270,17 @@ class ProviderClient:
                 raise self._error(
                     ProviderUnavailableError, f"connection error ({type(exc).__name__})"
                 ) from None
-            self._raise_for_status(response)
-            return parse(response)
-        except ProviderError as exc:
-            error = exc
-            if isinstance(exc, ProviderRateLimitedError):
-                self.stats.add(http_429=1)
-                if self.throttle is not None:
-                    self.throttle.penalize(exc.retry_after)
+            try:
+                self._raise_for_status(response)
+                return parse(response)
+            except ProviderError as exc:
+                if response.status_code < 400:  # the wire said fine; the log says why not
+                    self._transport.annotate(response, str(exc))
+                raise
+        except ProviderRateLimitedError as exc:
+            if self.throttle is not None:
+                self.throttle.penalize(exc.retry_after)
             raise
-        finally:
-            self._log_attempt(request, response, content, error, number, started)
 
     def _raise_for_status(self, response: httpx.Response) -> None:
         status = response.status_code
@@ -322,43 +318,14 @@ class ProviderClient:
             retry_state.upcoming_sleep,
         )
 
-    def _log_attempt(
-        self,
-        request: httpx.Request,
-        response: httpx.Response | None,
-        content: bytes | None,
-        error: ProviderError | None,
-        number: int,
-        started: float,
-    ) -> None:
-        if self.call_log is None:
-            return
-        self.call_log.write(
-            CallRecord(
-                provider=self.provider,
-                integration_id=self.integration_id,
-                method=request.method,
-                url=mask_url(str(request.url), self._secrets),
-                attempt=number,
-                status_code=response.status_code if response is not None else None,
-                duration_ms=round((time.perf_counter() - started) * 1000.0, 3),
-                request_body=redact_body(content, self._secrets, BODY_LOG_LIMIT),
-                response_body=redact_body(
-                    response.content if response is not None else None,
-                    self._secrets,
-                    BODY_LOG_LIMIT,
-                ),
-                error=redact_body(str(error), self._secrets, 1000) if error else None,
-                run_id=self.run_id,
-            )
-        )
-
 
 class ProviderResource(ConfigurableResource):
     """Base Dagster resource: shared engine, limiter and call log; clients per integration.
 
     One resource serves many integrations in a run (``client_for``); ``lane`` picks
-    the rate-limit lane (``live``, ``backfill``, ``reconcile``).
+    the rate-limit lane (``live``, ``backfill``, ``reconcile``); ``quota_per_second``
+    sets the provider's quota for this deployment (default: CRM_SYNC_RATE_LIMITS, else
+    the provider's documented quota).
     """
 
     database_url: str | None = None
@@ -370,6 +337,9 @@ class ProviderResource(ConfigurableResource):
     egress_id: str = "default"
     lane: str = LIVE
     lane_fraction: float | None = None
+    quota_per_second: float | None = None
+    # How far a 429 without Retry-After pushes the shared keys (default: the policy's).
+    penalty_seconds: float | None = None
     log_calls: bool = True
 
     _run_id: str | None = PrivateAttr(default=None)
@@ -378,24 +348,40 @@ class ProviderResource(ConfigurableResource):
         run = context.run
         self._run_id = run.run_id if run is not None else None
 
+    def quota_for(self, provider: str) -> float | None:
+        """The deployment's quota override for ``provider`` (None: the documented one)."""
+        if self.quota_per_second is not None:
+            return self.quota_per_second
+        return get_settings().rate_limits.get(provider)
+
     def throttle_for(
-        self,
-        provider: str,
-        integration: Integration,
-        *,
-        account: str | None = None,
-        limiter: Limiter | None = None,
+        self, provider: str, integration: Integration, *, limiter: Limiter | None = None
     ) -> Throttle:
-        """The shared budget this integration's calls draw from."""
-        policy = policy_for(provider, integration)
-        key = rate_limit_key(provider, policy, integration, self.egress_id, account)
+        """The shared budgets this integration's calls draw from."""
+        keys = rate_keys(
+            get_provider(provider),
+            integration,
+            egress_id=self.egress_id,
+            quota_per_second=self.quota_for(provider),
+            penalty_seconds=self.penalty_seconds,
+        )
         return Throttle(
             limiter=limiter or DatabaseRateLimiter(shared_engine(self.database_url)),
-            key=key,
-            policy=policy,
+            keys=keys,
             lane=self.lane,
             lane_fraction=self.lane_fraction,
         )
+
+    def calls_per_second(self, provider: str) -> float:
+        """Calls/s one run can count on in this lane (sizes its claims)."""
+        quota = self.quota_for(provider)
+        rate = min(
+            (p.with_rate(quota) if quota else p).effective_rate
+            for p in get_provider(provider).rate_limits
+        )
+        if self.lane != LIVE:
+            rate *= self.lane_fraction or LANE_FRACTIONS[self.lane]
+        return rate
 
     def client_options(self, run_id: str | None, stats: CallStats | None) -> dict[str, Any]:
         """Keyword arguments every :class:`ProviderClient` built by this resource gets."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass
 
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine, insert, update
 
 from crm_schema.tables import api_call_log
 
@@ -36,13 +36,26 @@ class CallLog:
         self.engine = engine
         self._postgres = engine.dialect.name == "postgresql"
 
-    def write(self, record: CallRecord) -> None:
-        """Insert one row; database errors are logged (without the row) and swallowed."""
+    def write(self, record: CallRecord) -> int | None:
+        """Insert one row (its id); database errors are logged (without the row) and swallowed."""
         try:
             with self.engine.begin() as conn:
                 if self._postgres:
                     # Diagnostic rows: never make a worker wait for a WAL flush.
                     conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
-                conn.execute(insert(api_call_log).values(**asdict(record)))
+                return conn.execute(
+                    insert(api_call_log).values(**asdict(record)).returning(api_call_log.c.id)
+                ).scalar_one()
         except Exception as exc:  # the provider call matters more than its log row
             logger.warning("api_call_log write failed: %s", type(exc).__name__)
+            return None
+
+    def annotate(self, row_id: int, error: str) -> None:
+        """Record why an answer that came back fine on the wire was still a failure."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    update(api_call_log).where(api_call_log.c.id == row_id).values(error=error)
+                )
+        except Exception as exc:
+            logger.warning("api_call_log update failed: %s", type(exc).__name__)

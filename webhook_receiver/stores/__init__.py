@@ -5,7 +5,8 @@ from __future__ import annotations
 from crm_schema.engine import normalize_url
 from webhook_receiver.config import ReceiverConfig
 from webhook_receiver.stores.base import (
-    AllioRow,
+    InboxRow,
+    InboxTable,
     IntegrationEntry,
     StoreError,
     StoreUnavailable,
@@ -13,7 +14,8 @@ from webhook_receiver.stores.base import (
 )
 
 __all__ = [
-    "AllioRow",
+    "InboxRow",
+    "InboxTable",
     "IntegrationEntry",
     "StoreError",
     "StoreUnavailable",

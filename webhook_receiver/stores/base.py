@@ -1,13 +1,18 @@
-"""What every store offers the receiver: group-committed inserts plus a few small reads."""
+"""What every store offers the receiver: group-committed inbox inserts plus a few small reads.
+
+The store is generic: a provider's receiver module declares its inbox table once
+(`InboxTable`) and hands the store rows for it; the store knows nothing of providers.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from datetime import datetime
-from typing import NamedTuple, Protocol
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol
 
-from crm_schema.tables import allio_webhook, integrations
+from sqlalchemy import JSON, BigInteger, DateTime, Integer, SmallInteger, Table
+
+from crm_schema.tables import integrations
 
 
 class StoreUnavailable(Exception):
@@ -25,17 +30,58 @@ class IntegrationEntry(NamedTuple):
     provider: str
     integration_uuid: str | None
     is_active: bool
+    webhook_secret: str | None = None
+
+
+def _pg_type(column: Any) -> str:
+    kind = column.type
+    if isinstance(kind, DateTime):
+        return "timestamptz" if kind.timezone else "timestamp"
+    if isinstance(kind, BigInteger | Integer | SmallInteger):
+        return "bigint"
+    if isinstance(kind, JSON):
+        return "json"
+    return "text"
+
+
+@dataclass(frozen=True)
+class InboxTable:
+    """An inbox table and the columns the receiver fills, in the order rows give them.
+
+    The SQL of both stores is derived from the SQLAlchemy table, so it stays in step
+    with the schema; JSON columns take already-serialised text.
+    """
+
+    table: Table
+    columns: tuple[str, ...]
+    pg_types: tuple[str, ...] = field(init=False)
+    timestamp_positions: tuple[int, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        unknown = [c for c in self.columns if c not in self.table.c]
+        if unknown:
+            raise ValueError(f"{self.table.name} has no column(s) {', '.join(unknown)}")
+        cols = [self.table.c[c] for c in self.columns]
+        object.__setattr__(self, "pg_types", tuple(_pg_type(c) for c in cols))
+        object.__setattr__(
+            self,
+            "timestamp_positions",
+            tuple(i for i, c in enumerate(cols) if isinstance(c.type, DateTime)),
+        )
+
+    @property
+    def name(self) -> str:
+        return self.table.name
 
 
 @dataclass(slots=True)
-class AllioRow:
-    """One `allio_webhook` row to insert."""
+class InboxRow:
+    """One row for an inbox table: values in `table.columns` order (timestamps aware UTC)."""
 
+    table: InboxTable
+    values: tuple[Any, ...]
     integration_id: int
-    integration_uuid: str
-    command: str
-    external_ids_array: str
-    created_at: datetime  # timezone-aware UTC
+    deadline: float = 0.0  # loop.time() after which the request gave up (set by the store)
 
 
 class WebhookStore(Protocol):
@@ -48,9 +94,10 @@ class WebhookStore(Protocol):
     async def close(self) -> None:
         """Finish in-flight batches and release everything."""
 
-    def insert_allio(self, row: AllioRow) -> asyncio.Future[int]:
+    def insert(self, row: InboxRow) -> asyncio.Future[int]:
         """Queue a row; the future resolves to its id once committed, or raises
-        StoreUnavailable / StoreError."""
+        StoreUnavailable / StoreError. A future cancelled before its batch starts is
+        never written."""
 
     async def ping(self) -> None:
         """Raise StoreUnavailable unless the database can take writes."""
@@ -63,19 +110,13 @@ class WebhookStore(Protocol):
 
 
 # Column lists come from the SQLAlchemy schema so the raw SQL stays in step with it.
-ALLIO_INSERT_COLUMNS = (
-    allio_webhook.c.integration_uuid.name,
-    allio_webhook.c.command.name,
-    allio_webhook.c.external_ids_array.name,
-    allio_webhook.c.created_at.name,
-    allio_webhook.c.integration_id.name,
-)
 INTEGRATION_COLUMNS = (
     integrations.c.webhook_key.name,
     integrations.c.id.name,
     integrations.c.provider.name,
     integrations.c.integration_uuid.name,
     integrations.c.is_active.name,
+    integrations.c.webhook_secret.name,
 )
 SELECT_INTEGRATIONS = f"SELECT {', '.join(INTEGRATION_COLUMNS)} FROM {integrations.name}"
 
@@ -83,7 +124,7 @@ SELECT_INTEGRATIONS = f"SELECT {', '.join(INTEGRATION_COLUMNS)} FROM {integratio
 def entries_from_rows(rows: object) -> dict[str, IntegrationEntry]:
     """Rows of SELECT_INTEGRATIONS → {webhook_key: entry}."""
     return {
-        row[0]: IntegrationEntry(int(row[1]), row[2], row[3], bool(row[4]))
+        row[0]: IntegrationEntry(int(row[1]), row[2], row[3], bool(row[4]), row[5])
         for row in rows  # type: ignore[attr-defined]
     }
 

@@ -1,11 +1,12 @@
 """PostgreSQL store: asyncpg with group commit.
 
 Requests append to a queue; a writer task owning one connection (`pg_writer_connections`,
-default 1 per process) takes everything queued (up to `max_batch`) and inserts it with a
-single `INSERT ... SELECT FROM unnest(...) RETURNING id` (one implicit transaction, so
-one WAL flush). The ids come back in the order of the arrays and are handed to the
-waiting requests; nobody gets an id before the COMMIT. Small reads (health check,
-integrations) use a separate control connection.
+default 1 per process) takes everything queued (up to `max_batch`) and inserts it with
+one statement per inbox table in one transaction (one WAL flush). Ids are drawn from the
+table's sequence per array position first and inserted explicitly, so each request gets
+its own row's id without relying on the order of `RETURNING`; nobody gets an id before
+the COMMIT. Connections set `synchronous_commit` and `statement_timeout` explicitly.
+Small reads (health check, integrations) use a separate control connection.
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ from typing import TypeVar
 import asyncpg
 
 from crm_schema.engine import normalize_url
-from crm_schema.tables import allio_webhook, integrations
+from crm_schema.tables import integrations
 from webhook_receiver.config import ReceiverConfig
 from webhook_receiver.stores.base import (
-    ALLIO_INSERT_COLUMNS,
     SELECT_INTEGRATIONS,
-    AllioRow,
+    InboxRow,
+    InboxTable,
     IntegrationEntry,
     StoreError,
     StoreUnavailable,
@@ -36,16 +37,34 @@ from webhook_receiver.stores.base import (
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-INSERT_ALLIO = (
-    f"INSERT INTO {allio_webhook.name} ({', '.join(ALLIO_INSERT_COLUMNS)}) "
-    "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::bigint[]) "
-    "RETURNING id"
-)
 FIND_INTEGRATION = f"{SELECT_INTEGRATIONS} WHERE {integrations.c.webhook_key.name} = $1"
 
 # SQLSTATE classes that mean "the server cannot work right now", not "this row is bad":
 # 08 connection, 40 rollback (serialization / deadlock), 53 resources, 57 operator, 58 system.
 _TRANSIENT_CLASSES = ("08", "40", "53", "57", "58")
+
+
+def insert_sql(inbox: InboxTable) -> str:
+    """One statement inserting N rows of ``inbox`` ($1 = N, then one array per column),
+    returning their ids in array order (drawn from the sequence, not from RETURNING)."""
+    cols = inbox.columns
+    arrays = ", ".join(
+        f"${i + 2}::{'text' if t == 'json' else t}[]" for i, t in enumerate(inbox.pg_types)
+    )
+    values = ", ".join(
+        f"u.{c}::json" if t == "json" else f"u.{c}"
+        for c, t in zip(cols, inbox.pg_types, strict=True)
+    )
+    table = inbox.name
+    return (
+        "WITH ids AS MATERIALIZED ("
+        f"SELECT nextval(pg_get_serial_sequence('{table}', 'id')) AS id, ord "
+        "FROM generate_series(1, $1::int) AS ord), "
+        f"ins AS (INSERT INTO {table} (id, {', '.join(cols)}) SELECT ids.id, {values} "
+        f"FROM unnest({arrays}) WITH ORDINALITY AS u({', '.join(cols)}, ord) "
+        "JOIN ids USING (ord)) "
+        "SELECT id FROM ids ORDER BY ord"
+    )
 
 
 def asyncpg_dsn(database_url: str) -> str:
@@ -72,7 +91,8 @@ class PostgresStore:
     def __init__(self, config: ReceiverConfig) -> None:
         self._dsn = asyncpg_dsn(config.database_url)
         self._config = config
-        self._pending: deque[tuple[AllioRow, asyncio.Future[int]]] = deque()
+        self._pending: deque[tuple[InboxRow, asyncio.Future[int]]] = deque()
+        self._sql: dict[str, str] = {}
         self._wakeup = asyncio.Event()
         self._writers: list[asyncio.Task[None]] = []
         self._control: asyncpg.Connection | None = None
@@ -113,7 +133,7 @@ class PostgresStore:
 
     # -- writes ----------------------------------------------------------------------
 
-    def insert_allio(self, row: AllioRow) -> asyncio.Future[int]:
+    def insert(self, row: InboxRow) -> asyncio.Future[int]:
         fut: asyncio.Future[int] = self._loop.create_future()  # type: ignore[union-attr]
         if self._closing:
             fut.set_exception(StoreUnavailable("receiver is shutting down"))
@@ -162,6 +182,10 @@ class PostgresStore:
                     await self._gather(target, delay)
                 count = min(len(pending), limit)
                 batch = [pending.popleft() for _ in range(count)]
+                # A request that gave up (timeout) before its batch started is not written.
+                batch = [item for item in batch if not item[1].done()]
+                if not batch:
+                    continue
                 self._busy += 1
                 try:
                     conn = await self._write_batch(conn, batch)
@@ -173,7 +197,7 @@ class PostgresStore:
                 conn.terminate()
 
     async def _write_batch(
-        self, conn: asyncpg.Connection | None, batch: list[tuple[AllioRow, asyncio.Future[int]]]
+        self, conn: asyncpg.Connection | None, batch: list[tuple[InboxRow, asyncio.Future[int]]]
     ) -> asyncpg.Connection | None:
         """Insert one batch; returns the connection to keep (None after an outage)."""
         rows = [row for row, _ in batch]
@@ -198,22 +222,38 @@ class PostgresStore:
         resolve(futures, ids)  # type: ignore[arg-type]
         return conn
 
-    async def _insert(self, conn: asyncpg.Connection, rows: list[AllioRow]) -> list[int]:
+    async def _insert(self, conn: asyncpg.Connection, rows: list[InboxRow]) -> list[int]:
+        """Insert a batch (one transaction); ids in the order of ``rows``."""
+        by_table: dict[str, list[int]] = {}
+        for position, row in enumerate(rows):
+            by_table.setdefault(row.table.name, []).append(position)
+        ids: list[int] = [0] * len(rows)
+        if len(by_table) == 1:  # one statement is its own transaction: no extra round trips
+            await self._insert_table(conn, rows, next(iter(by_table.values())), ids)
+            return ids
+        async with conn.transaction():
+            for positions in by_table.values():
+                await self._insert_table(conn, rows, positions, ids)
+        return ids
+
+    async def _insert_table(
+        self, conn: asyncpg.Connection, rows: list[InboxRow], positions: list[int], ids: list[int]
+    ) -> None:
+        inbox = rows[positions[0]].table
+        sql = self._sql.get(inbox.name)
+        if sql is None:
+            sql = self._sql[inbox.name] = insert_sql(inbox)
+        columns = [[rows[p].values[i] for p in positions] for i in range(len(inbox.columns))]
         records = await conn.fetch(
-            INSERT_ALLIO,
-            [r.integration_uuid for r in rows],
-            [r.command for r in rows],
-            [r.external_ids_array for r in rows],
-            [r.created_at for r in rows],
-            [r.integration_id for r in rows],
-            timeout=self._config.statement_timeout_seconds,
+            sql, len(positions), *columns, timeout=self._config.statement_timeout_seconds
         )
-        if len(records) != len(rows):  # cannot happen for a plain INSERT; never mis-assign ids
-            raise StoreError(f"inserted {len(records)} rows for a batch of {len(rows)}")
-        return [record[0] for record in records]
+        if len(records) != len(positions):  # never hand out a wrong id
+            raise StoreError(f"inserted {len(records)} rows for {len(positions)}")
+        for position, record in zip(positions, records, strict=True):
+            ids[position] = record[0]
 
     async def _insert_one_by_one(
-        self, conn: asyncpg.Connection, rows: list[AllioRow]
+        self, conn: asyncpg.Connection, rows: list[InboxRow]
     ) -> list[int | BaseException]:
         """After a data error, insert rows singly so one bad row fails alone."""
         results: list[int | BaseException] = []
@@ -226,7 +266,8 @@ class PostgresStore:
                     results.append(StoreUnavailable("database unavailable"))
                 else:
                     log.error(
-                        "allio_webhook insert refused for integration %s: %s",
+                        "%s insert refused for integration %s: %s",
+                        row.table.name,
                         row.integration_id,
                         type(exc).__name__,
                     )
@@ -249,7 +290,12 @@ class PostgresStore:
         return await asyncpg.connect(
             self._dsn,
             timeout=self._config.connect_timeout_seconds,
-            server_settings={"application_name": "crm-sync-receiver"},
+            server_settings={
+                "application_name": "crm-sync-receiver",
+                # Explicit, whatever the server's default: a 200 means the row is durable.
+                "synchronous_commit": "on",
+                "statement_timeout": str(int(self._config.statement_timeout_seconds * 1000)),
+            },
         )
 
     async def _try_connect(self) -> asyncpg.Connection | None:

@@ -20,18 +20,19 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import quote
 
 from crm_schema.engine import normalize_url, sqlite_path
-from crm_schema.tables import allio_webhook, integrations
+from crm_schema.tables import integrations
 from webhook_receiver.config import ReceiverConfig
 from webhook_receiver.stores.base import (
-    ALLIO_INSERT_COLUMNS,
     SELECT_INTEGRATIONS,
-    AllioRow,
+    InboxRow,
+    InboxTable,
     IntegrationEntry,
     StoreError,
     StoreUnavailable,
@@ -43,16 +44,29 @@ from webhook_receiver.stores.base import (
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-INSERT_ALLIO = (
-    f"INSERT INTO {allio_webhook.name} ({', '.join(ALLIO_INSERT_COLUMNS)}) VALUES (?, ?, ?, ?, ?)"
-)
 FIND_INTEGRATION = f"{SELECT_INTEGRATIONS} WHERE {integrations.c.webhook_key.name} = ?"
 # The format SQLAlchemy uses for DateTime on SQLite (naive, here always UTC).
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 # Errors that concern one row (constraint, bad value), not the database as a whole.
 _ROW_ERRORS = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError)
 
-_Item = tuple[AllioRow, asyncio.Future[int]]
+_Item = tuple[InboxRow, asyncio.Future[int]]
+
+
+def insert_sql(inbox: InboxTable) -> str:
+    """`INSERT` of one ``inbox`` row (parameters in `inbox.columns` order)."""
+    marks = ", ".join("?" for _ in inbox.columns)
+    return f"INSERT INTO {inbox.name} ({', '.join(inbox.columns)}) VALUES ({marks})"
+
+
+def _params(row: InboxRow) -> tuple[object, ...]:
+    if not row.table.timestamp_positions:
+        return row.values
+    values = list(row.values)
+    for i in row.table.timestamp_positions:
+        if values[i] is not None:
+            values[i] = values[i].strftime(TIMESTAMP_FORMAT)
+    return tuple(values)
 
 
 class SqliteStore:
@@ -72,6 +86,7 @@ class SqliteStore:
         self._closing = False
         self._available = True
         self._turn_fd: int | None = None
+        self._sql: dict[str, str] = {}
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -110,7 +125,7 @@ class SqliteStore:
 
     # -- writes ------------------------------------------------------------------------
 
-    def insert_allio(self, row: AllioRow) -> asyncio.Future[int]:
+    def insert(self, row: InboxRow) -> asyncio.Future[int]:
         fut: asyncio.Future[int] = self._loop.create_future()  # type: ignore[union-attr]
         if self._closing:
             fut.set_exception(StoreUnavailable("receiver is shutting down"))
@@ -175,8 +190,12 @@ class SqliteStore:
         if conn is not None:
             conn.close()
 
-    def _write(self, conn: sqlite3.Connection, rows: list[AllioRow]) -> list[int | BaseException]:
-        """One transaction for the whole batch; a bad row fails alone (statement rollback)."""
+    def _write(self, conn: sqlite3.Connection, rows: list[InboxRow]) -> list[int | BaseException]:
+        """One transaction for the whole batch; a bad row fails alone (statement rollback).
+
+        Rows whose request gave up while this process waited for its turn are skipped
+        (the request answered 503, so the row must not appear).
+        """
         with self._writers_turn():
             return self._write_locked(conn, rows)
 
@@ -194,27 +213,26 @@ class SqliteStore:
             fcntl.flock(fd, fcntl.LOCK_UN)
 
     def _write_locked(
-        self, conn: sqlite3.Connection, rows: list[AllioRow]
+        self, conn: sqlite3.Connection, rows: list[InboxRow]
     ) -> list[int | BaseException]:
         results: list[int | BaseException] = []
         cur = conn.cursor()
         cur.execute("BEGIN IMMEDIATE")
+        now = time.monotonic()
         try:
             for row in rows:
+                if row.deadline and now > row.deadline:
+                    results.append(StoreUnavailable("database busy: request timed out"))
+                    continue
+                sql = self._sql.get(row.table.name)
+                if sql is None:
+                    sql = self._sql[row.table.name] = insert_sql(row.table)
                 try:
-                    cur.execute(
-                        INSERT_ALLIO,
-                        (
-                            row.integration_uuid,
-                            row.command,
-                            row.external_ids_array,
-                            row.created_at.strftime(TIMESTAMP_FORMAT),
-                            row.integration_id,
-                        ),
-                    )
+                    cur.execute(sql, _params(row))
                 except _ROW_ERRORS as exc:
                     log.error(
-                        "allio_webhook insert refused for integration %s: %s",
+                        "%s insert refused for integration %s: %s",
+                        row.table.name,
                         row.integration_id,
                         type(exc).__name__,
                     )
@@ -259,7 +277,7 @@ class SqliteStore:
     def _probe_write(conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.execute(f"SELECT 1 FROM {allio_webhook.name} LIMIT 1").fetchall()
+            conn.execute(f"SELECT 1 FROM {integrations.name} LIMIT 1").fetchall()
         finally:
             conn.execute("ROLLBACK")
 

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from provider_emulators.allio_records import ENTITIES, RecordStore
+from provider_emulators.allio.records import ENTITIES, RecordStore
 from provider_emulators.framework import (
     ADMIN_PREFIX,
     ProviderProfile,

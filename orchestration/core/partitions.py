@@ -1,4 +1,4 @@
-"""Daily partitions per provider family (UTC days, today included)."""
+"""Daily partitions shared by every provider (UTC days, today included)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dagster import DailyPartitionsDefinition
 PARTITIONS_START = "2025-01-01"
 
 # end_offset=1 adds today's partition, which live runs fill as webhooks arrive.
-allio_daily = DailyPartitionsDefinition(
+daily_partitions = DailyPartitionsDefinition(
     start_date=PARTITIONS_START, timezone="UTC", end_offset=1, fmt="%Y-%m-%d"
 )
 

@@ -1,13 +1,44 @@
-"""Job `allio_delete_control`: the daily sweep of `*_DEL` tasks into tombstones."""
+"""ALLIO jobs: the partitioned sync, and the delete-control sweep."""
 
-from dagster import Config, Failure, MetadataValue, OpExecutionContext, Output, job, op
+from datetime import timedelta
+from typing import Any
+
+from dagster import (
+    AssetSelection,
+    Config,
+    Failure,
+    MetadataValue,
+    OpExecutionContext,
+    Output,
+    define_asset_job,
+    in_process_executor,
+    job,
+    op,
+)
 from pydantic import Field
 
-from crm_schema.integrations import list_integrations
-from orchestration.allio.delete_control import DeleteControlOptions, blocked_message, sweep
-from orchestration.resources.allio import AllioResource
-from orchestration.resources.base import CallStats
+from crm_schema.integrations import Integration, list_integrations
+from crm_sync.settings import get_settings
+from orchestration.allio.delete_control import (
+    DeleteControlOptions,
+    blocked_message,
+    errors_message,
+    sweep,
+)
+from orchestration.defs.allio.assets import CONTACTS, DEALCARDS, RESERVES
+from orchestration.defs.allio.checks import allio_queue_checks
+from orchestration.defs.allio.resources import AllioResource
 from orchestration.resources.database import CrmDatabase
+from orchestration.resources.transport import CallStats
+
+allio_sync_job = define_asset_job(
+    "allio_sync",
+    # The queue checks run on their own (a sensor); the in-run checks come with the op.
+    selection=AssetSelection.assets(RESERVES, DEALCARDS, CONTACTS)
+    - AssetSelection.checks(allio_queue_checks),
+    executor_def=in_process_executor,
+    description="Drain a day's ALLIO tasks: fetch, map, upsert reserves, deal cards, contacts.",
+)
 
 
 class DeleteControlConfig(Config):
@@ -33,13 +64,16 @@ def allio_delete_control_op(
     resource = allio.model_copy(update={"lane": "reconcile"})
     clients = []
 
-    def client_for(integration):  # noqa: ANN001, ANN202
+    def client_for(integration: Integration) -> Any:
         client = resource.client_for(integration, run_id=context.run.run_id, stats=stats)
         clients.append(client)
         return client
 
     opts = DeleteControlOptions(
-        run_id=context.run.run_id, dry_run=config.dry_run, max_delete_share=config.max_delete_share
+        run_id=context.run.run_id,
+        dry_run=config.dry_run,
+        max_delete_share=config.max_delete_share,
+        lease=timedelta(seconds=get_settings().task_lease_seconds),
     )
     try:
         results = sweep(engine, integrations, client_for, opts)
@@ -73,7 +107,7 @@ def allio_delete_control_op(
         "api_calls": stats.calls,
         "details": MetadataValue.json(per_integration),
     }
-    message = blocked_message(results, config.max_delete_share)
+    message = blocked_message(results, config.max_delete_share) or errors_message(results)
     if message:
         raise Failure(description=message, metadata=metadata)
     return Output(per_integration, metadata=metadata)

@@ -1,4 +1,8 @@
-"""Keep secrets out of the call log and the logs: mask URLs, bodies and httpx's log lines."""
+"""Keep secrets out of output: the one place that masks tokens, URLs, bodies and log lines.
+
+Used by the CLI (masked credentials), the provider clients (call log, httpx log
+lines) and the receiver (webhook keys in access logs).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,16 @@ _SECRET_JSON = re.compile(
     r'("(?:[\w-]*(?:token|api_?key|apiLogin|secret|password)[\w-]*)"\s*:\s*)"[^"]*"',
     re.IGNORECASE,
 )
+_WEBHOOK_PATH = re.compile(r"(/webhooks/[^/?\s]+/)[^/?\s]+")
+
+
+def mask_secret(value: object) -> str:
+    """A stored secret for display, keeping only enough to tell two apart."""
+    text = "" if value is None else str(value)
+    # Only long tokens show a tail: four characters of a short one give too much away.
+    if len(text) < 16:
+        return MASK
+    return f"{MASK}{text[-4:]}"
 
 
 def is_secret_param(name: str) -> bool:
@@ -33,7 +47,7 @@ def mask_literals(text: str, secrets: Iterable[str]) -> str:
 
 
 def mask_url(url: str, secrets: Iterable[str] = ()) -> str:
-    """The URL with secret-looking query values and configured path secrets masked."""
+    """The URL with secret-looking query values and the given literal secrets masked."""
     url = mask_literals(url, secrets)
     parts = urlsplit(url)
     if not parts.query:
@@ -43,6 +57,11 @@ def mask_url(url: str, secrets: Iterable[str] = ()) -> str:
         for k, v in parse_qsl(parts.query, keep_blank_values=True)
     ]
     return urlunsplit(parts._replace(query=urlencode(pairs, safe="*[]")))
+
+
+def mask_webhook_path(path: str) -> str:
+    """`/webhooks/allio/<key>` → `/webhooks/allio/****` (the key is the secret)."""
+    return _WEBHOOK_PATH.sub(rf"\1{MASK}", path)
 
 
 def redact_body(
@@ -58,34 +77,39 @@ def redact_body(
     return text
 
 
-class _HttpxUrlFilter(logging.Filter):
-    """Mask query secrets and registered path secrets in httpx's ``HTTP Request`` lines."""
+class UrlRedactionFilter(logging.Filter):
+    """Masks URLs (query secrets, literal secrets, webhook keys) in a logger's records."""
 
     def __init__(self) -> None:
         super().__init__()
         self.secrets: set[str] = set()
 
+    def _mask(self, value: str) -> str:
+        return mask_webhook_path(mask_url(value, self.secrets))
+
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.args and isinstance(record.args, tuple):
-            record.args = tuple(
-                mask_url(str(a), self.secrets) if _looks_like_url(a) else a for a in record.args
-            )
+        args = record.args
+        if isinstance(args, tuple) and args:
+            record.args = tuple(self._mask(str(a)) if _is_text(a) else a for a in args)
+        elif isinstance(record.msg, str):
+            record.msg = self._mask(record.msg)
         return True
 
 
-def _looks_like_url(value: object) -> bool:
-    return str(value).startswith(("http://", "https://"))
+def _is_text(value: object) -> bool:
+    return isinstance(value, str) or type(value).__name__ == "URL"
 
 
-_httpx_filter = _HttpxUrlFilter()
+_filters: dict[str, UrlRedactionFilter] = {}
 
 
-def install_httpx_log_redaction(path_secrets: Iterable[str] = ()) -> None:
-    """Attach the URL-masking filter to the ``httpx`` logger (idempotent).
+def install_log_redaction(logger_name: str, secrets: Iterable[str] = ()) -> None:
+    """Mask URLs in ``logger_name``'s records (idempotent); ``secrets`` are masked too.
 
-    ``path_secrets`` (keys that providers put in the URL path) are masked too.
+    Used for httpx's ``HTTP Request: POST <url>`` lines and uvicorn's access log.
     """
-    _httpx_filter.secrets.update(s for s in path_secrets if s)
-    logger = logging.getLogger("httpx")
-    if _httpx_filter not in logger.filters:
-        logger.addFilter(_httpx_filter)
+    flt = _filters.get(logger_name)
+    if flt is None:
+        flt = _filters[logger_name] = UrlRedactionFilter()
+        logging.getLogger(logger_name).addFilter(flt)
+    flt.secrets.update(s for s in secrets if s)

@@ -10,28 +10,28 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope
 
-from webhook_receiver.config import ReceiverConfig
-from webhook_receiver.integration_cache import IntegrationCache
+from crm_schema.providers.allio import allio_webhook
 from webhook_receiver.responses import error_body
-from webhook_receiver.security import (
-    BadContentLength,
-    BodyTooLarge,
-    ClientGone,
-    constant_time_equals,
-    is_json_content_type,
-    parse_content_length,
-    read_body_limited,
-)
-from webhook_receiver.stores import AllioRow, StoreError, StoreUnavailable, WebhookStore
+from webhook_receiver.security import constant_time_equals
+from webhook_receiver.stores import InboxRow, InboxTable, IntegrationEntry
+from webhook_receiver.webhooks import NO_HEADERS, Answer, WebhookHandler, answer
+
+if TYPE_CHECKING:
+    from webhook_receiver.app import Receiver
 
 log = logging.getLogger(__name__)
 
 PROVIDER = "allio"
+INBOX = InboxTable(
+    allio_webhook,
+    ("integration_uuid", "command", "external_ids_array", "created_at", "integration_id"),
+)
 COMMAND_PATTERN = "^[A-Z][A-Z_]{0,63}$"
 MAX_INDEXES = 1000
 MAX_INDEX = 2**63 - 1  # BIGINT on the ALLIO side; also keeps digit strings bounded
@@ -102,87 +102,54 @@ def validate_allio(payload: dict[str, Any]) -> AllioWebhook | list[dict[str, str
     return AllioWebhook(uuid, command, indexes)  # type: ignore[arg-type]
 
 
-Answer = tuple[int, bytes, tuple[tuple[bytes, bytes], ...]]
-_NO_HEADERS: tuple[tuple[bytes, bytes], ...] = ()
-_CLOSE = ((b"connection", b"close"),)
+class AllioHandler(WebhookHandler):
+    """`POST /webhooks/allio/{webhook_key}`: validate, store, answer after COMMIT."""
 
-
-def _error(status: int, message: str, headers: tuple[tuple[bytes, bytes], ...] = _NO_HEADERS):
-    return status, error_body(message), headers
-
-
-class AllioHandler:
-    """`POST /webhooks/allio/{webhook_key}`: validate, store, answer after COMMIT.
-
-    Works on the raw ASGI request (no Starlette Request/Response on the hot path).
-    """
-
-    def __init__(self, config: ReceiverConfig, cache: IntegrationCache, store: WebhookStore):
-        self.config = config
-        self.cache = cache
-        self.store = store
-        self._retry_after = ((b"retry-after", str(config.retry_after_seconds).encode()),)
-
-    def _unavailable(self) -> Answer:
-        return 503, error_body("database unavailable"), self._retry_after
+    provider = PROVIDER
 
     async def handle(self, scope: Scope, receive: Receive) -> Answer:
         """(status, JSON body, extra headers) for one webhook request."""
         received_at = datetime.now(UTC)
-        key = scope["path_params"]["webhook_key"]
-        entry = self.cache.get(key)
-        if entry is None:
-            try:
-                entry = await self.cache.lookup(key)
-            except StoreUnavailable:
-                return self._unavailable()
-        if entry is None or not entry.is_active or entry.provider != PROVIDER:
-            return _error(404, "no active integration for this webhook URL")
-
-        content_type = content_length = None
-        for name, value in scope["headers"]:
-            if name == b"content-type":
-                content_type = value
-            elif name == b"content-length":
-                content_length = value
-        if not is_json_content_type(content_type):
-            return _error(415, "Content-Type must be application/json")
-        try:
-            declared = parse_content_length(content_length)
-            body = await read_body_limited(receive, self.config.max_body_bytes, declared)
-        except BodyTooLarge:
-            return _error(413, f"body larger than {self.config.max_body_bytes} bytes", _CLOSE)
-        except BadContentLength:
-            return _error(400, "invalid Content-Length", _CLOSE)
-        except ClientGone:
-            return _error(400, "client disconnected before the body was complete")
+        entry = await self.integration(scope["path_params"]["webhook_key"])
+        if not isinstance(entry, IntegrationEntry):
+            return entry
+        body = await self.read_body(scope, receive)
+        if isinstance(body, tuple):
+            return body
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError:
-            return _error(400, "body is not valid JSON")
+            return answer(400, "body is not valid JSON")
         if not isinstance(payload, dict):
-            return _error(400, "body must be a JSON object")
+            return answer(400, "body must be a JSON object")
 
         uuid = payload.get("uuid")
         if isinstance(uuid, str) and not constant_time_equals(uuid, entry.integration_uuid):
             log.warning("allio webhook with a wrong uuid for integration %s", entry.id)
-            return _error(403, "uuid does not match this integration")
+            return answer(403, "uuid does not match this integration")
         webhook = validate_allio(payload)
         if isinstance(webhook, list):
             names = ", ".join(dict.fromkeys(p["field"] for p in webhook))
-            return 422, error_body(f"invalid fields: {names}", webhook), _NO_HEADERS
+            return 422, error_body(f"invalid fields: {names}", webhook), NO_HEADERS
 
-        row = AllioRow(
-            integration_id=entry.id,
-            integration_uuid=webhook.uuid,
-            command=webhook.command,
-            external_ids_array=orjson.dumps(webhook.indexes).decode(),
-            created_at=received_at,
+        row = InboxRow(
+            INBOX,
+            (
+                webhook.uuid,
+                webhook.command,
+                orjson.dumps(webhook.indexes).decode(),
+                received_at,
+                entry.id,
+            ),
+            entry.id,
         )
-        try:
-            row_id = await self.store.insert_allio(row)
-        except StoreUnavailable:
-            return self._unavailable()
-        except StoreError:
-            return _error(500, "webhook could not be stored")
-        return 200, b'{"status":"ok","id":%d}' % row_id, _NO_HEADERS
+        row_id = await self.store_row(row)
+        if isinstance(row_id, tuple):
+            return row_id
+        return 200, b'{"status":"ok","id":%d}' % row_id, NO_HEADERS
+
+
+def routes(receiver: Receiver) -> list[BaseRoute]:
+    """ALLIO's webhook route."""
+    endpoint = receiver.endpoint(lambda r: AllioHandler(r.config, r.cache, r.store))
+    return [Route("/webhooks/allio/{webhook_key}", endpoint, methods=["POST"])]

@@ -1,4 +1,4 @@
-"""ALLIO: ``POST /reserve/list`` and ``/dealcard/list`` behind the shared provider base.
+"""ALLIO client: ``POST /reserve/list`` and ``/dealcard/list`` on the shared provider base.
 
 Only ALLIO specifics live here: Bearer auth, the ``{"success", "data", "total"}``
 envelope, 100 ids per call with ``limit``/``offset`` paging.
@@ -11,9 +11,7 @@ from typing import Any, Literal
 
 import httpx
 
-from crm_schema.integrations import Integration
-from orchestration.ratelimit import Limiter
-from orchestration.resources.base import CallStats, ProviderClient, ProviderResource
+from orchestration.resources.base import ProviderClient
 from orchestration.resources.errors import ProviderResponseError
 
 Entity = Literal["reserve", "dealcard"]
@@ -79,34 +77,3 @@ class AllioClient(ProviderClient):
         if not isinstance(total, int) or isinstance(total, bool):
             body["total"] = len(body["data"])
         return body
-
-
-class AllioResource(ProviderResource):
-    """Dagster resource: ``allio.client_for(integration)`` → :class:`AllioClient`.
-
-    Token from ``integration.credentials["api_token"]``, base URL from
-    ``integration.api_base_url``; all integrations share the per-egress-IP quota.
-    """
-
-    def client_for(
-        self,
-        integration: Integration,
-        *,
-        run_id: str | None = None,
-        stats: CallStats | None = None,
-        limiter: Limiter | None = None,
-    ) -> AllioClient:
-        """A client for one ALLIO integration (close it, or use it as a context manager)."""
-        token = str(integration.credentials.get("api_token") or "")
-        if not token:
-            raise ValueError(f"allio integration {integration.id} has no credentials.api_token")
-        if not integration.api_base_url:
-            raise ValueError(f"allio integration {integration.id} has no api_base_url")
-        return AllioClient(
-            integration.api_base_url,
-            throttle=self.throttle_for("allio", integration, limiter=limiter),
-            integration_id=integration.id,
-            headers={"Authorization": f"Bearer {token}"},
-            secrets=[token],
-            **self.client_options(run_id, stats),
-        )

@@ -1,17 +1,11 @@
-"""Daily schedules: reconcile yesterday's ALLIO partition, sweep deletions."""
+"""Daily ALLIO schedules: reconcile yesterday, sweep deletions."""
 
 from datetime import timedelta
 
-from dagster import (
-    DefaultScheduleStatus,
-    RunRequest,
-    ScheduleEvaluationContext,
-    schedule,
-)
+from dagster import DefaultScheduleStatus, RunRequest, ScheduleEvaluationContext, schedule
 
-from orchestration.delete_control_job import allio_delete_control
-from orchestration.jobs import allio_sync_job
-from orchestration.run_tags import sync_tags
+from orchestration.core.run_tags import MODE, sync_tags
+from orchestration.defs.allio.jobs import allio_delete_control, allio_sync_job
 
 
 @schedule(
@@ -19,12 +13,14 @@ from orchestration.run_tags import sync_tags
     cron_schedule="30 0 * * *",
     execution_timezone="UTC",
     default_status=DefaultScheduleStatus.RUNNING,
-    description="Retry yesterday's new and failed ALLIO tasks (bounded attempts).",
+    description="Retry yesterday's unfinished and failed ALLIO tasks (bounded attempts).",
 )
 def allio_reconcile_daily(context: ScheduleEvaluationContext) -> RunRequest:
     day = (context.scheduled_execution_time - timedelta(days=1)).date().isoformat()
     return RunRequest(
-        run_key=f"allio-reconcile:{day}", partition_key=day, tags=sync_tags("allio", "reconcile")
+        run_key=f"allio-reconcile:{day}",
+        partition_key=day,
+        tags=sync_tags("allio", "reconcile"),
     )
 
 
@@ -40,5 +36,5 @@ def allio_delete_control_daily(context: ScheduleEvaluationContext) -> RunRequest
     return RunRequest(
         run_key=f"allio-delete-control:{day}",
         run_config={"ops": {"allio_delete_control_op": {"config": {"dry_run": False}}}},
-        tags={"crm/mode": "delete-control"},
+        tags={MODE: "delete-control"},
     )

@@ -1,0 +1,1 @@
+"""One module per provider: its inbox, task and entity tables (on the shared metadata)."""

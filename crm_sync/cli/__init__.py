@@ -1,0 +1,22 @@
+"""The `crm-sync` command line: database, integrations, emulators, health.
+
+The CLI is the product's front door and drives every layer; no layer imports it.
+"""
+
+from __future__ import annotations
+
+import click
+
+from crm_sync.cli.db import db
+from crm_sync.cli.integrations import integrations
+from provider_emulators.cli import emulate
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """crm-sync: keep the CRM database in step with ALLIO and other providers."""
+
+
+main.add_command(db)
+main.add_command(integrations)
+main.add_command(emulate)

@@ -1,0 +1,320 @@
+"""`crm-sync integrations`: connect, list, show, update, enable and disable provider accounts.
+
+`add` and `update` take each provider's own fields, declared by its setup model in
+the registry (crm_sync.providers.<name>): the options below are generated from them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+from pydantic import BaseModel, SecretStr, ValidationError
+
+from crm_schema import integrations as integ
+from crm_sync.cli.common import connection, database_option
+from crm_sync.fields import field_meta, split_setup
+from crm_sync.registry import PROVIDERS, ProviderSpec, get_provider, provider_names
+from crm_sync.settings import get_settings
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _setup_fields() -> dict[str, dict[str, Any]]:
+    """Every setup field of every provider: {name: {providers, help, bool, env}}."""
+    fields: dict[str, dict[str, Any]] = {}
+    for spec in PROVIDERS.values():
+        for name, info in spec.setup.model_fields.items():
+            entry = fields.setdefault(
+                name,
+                {
+                    "providers": [],
+                    "help": info.description or "",
+                    "bool": info.annotation is bool,
+                    "env": field_meta(spec.setup, name).get("env"),
+                },
+            )
+            entry["providers"].append(spec.name)
+    return fields
+
+
+SETUP_FIELDS = _setup_fields()
+
+
+def setup_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add one option per provider setup field (shared names are shared options)."""
+    for name, entry in reversed(SETUP_FIELDS.items()):
+        providers = ", ".join(entry["providers"])
+        help_text = f"[{providers}] {entry['help']}"
+        if entry["bool"]:
+            option = click.option(
+                f"{_flag(name)}/--no-{name.replace('_', '-')}",
+                name,
+                default=None,
+                help=help_text,
+            )
+        else:
+            option = click.option(
+                _flag(name), name, default=None, envvar=entry["env"], help=help_text
+            )
+        command = option(command)
+    return command
+
+
+def _given(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if k in SETUP_FIELDS and v is not None}
+
+
+def _refuse_foreign(spec: ProviderSpec, given: dict[str, Any]) -> None:
+    foreign = sorted(set(given) - set(spec.setup.model_fields))
+    if foreign:
+        flags = ", ".join(_flag(f) for f in foreign)
+        raise click.UsageError(f"{flags} do(es) not apply to {spec.name} integrations")
+
+
+def _ask_missing(spec: ProviderSpec, given: dict[str, Any]) -> None:
+    """On a terminal, ask for the provider's required fields that were not given."""
+    if not sys.stdin.isatty():
+        return
+    for name, info in spec.setup.model_fields.items():
+        if name in given or not info.is_required():
+            continue
+        secret = bool(field_meta(spec.setup, name).get("secret"))
+        given[name] = click.prompt(info.description or name, hide_input=secret)
+
+
+def _validate(model: type[BaseModel], values: dict[str, Any]) -> BaseModel:
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_input=False, include_url=False):
+            name = str(error["loc"][0]) if error["loc"] else ""
+            message = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "missing":
+                problems.append(f"Missing option '{_flag(name)}'")
+            else:
+                problems.append(f"Invalid value for '{_flag(name)}': {message}")
+        raise click.UsageError("; ".join(problems)) from None
+
+
+def _webhook_url(item: integ.Integration) -> str:
+    return get_settings().receiver_public_base_url.rstrip("/") + item.webhook_path
+
+
+def _public(item: integ.Integration) -> dict[str, Any]:
+    return item.public_dict() | {"webhook_url": _webhook_url(item) if item.webhook_path else None}
+
+
+def _print_one(item: integ.Integration, as_json: bool) -> None:
+    data = _public(item)
+    if as_json:
+        click.echo(json.dumps(data, ensure_ascii=False))
+        return
+    for key in ("id", "provider", "name", "integration_uuid", "api_base_url", "is_active"):
+        click.echo(f"{key}: {data[key]}")
+    click.echo(f"credentials: {data['credentials']}")
+    click.echo(f"settings: {json.dumps(data['settings'], ensure_ascii=False)}")
+    click.echo(f"webhook_url: {data['webhook_url']}")
+
+
+def _nonblank(_ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not value.strip():
+        raise click.BadParameter(f"{param.name} must not be empty")
+    return value.strip() if value is not None else None
+
+
+@click.group()
+def integrations() -> None:
+    """Connected provider accounts."""
+
+
+@integrations.command("add")
+@click.option("--provider", required=True, type=click.Choice(provider_names()))
+@click.option("--name", required=True, callback=_nonblank)
+@setup_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@database_option
+def integrations_add(
+    provider: str, name: str, as_json: bool, database_url: str | None, **fields: Any
+) -> None:
+    """Connect a provider account (its own fields, see --help) and print its webhook URL."""
+    spec = get_provider(provider)
+    given = _given(fields)
+    _refuse_foreign(spec, given)
+    _ask_missing(spec, given)
+    setup = _validate(spec.setup, given)
+    parts = split_setup(setup)
+    try:
+        parts["settings"] = spec.validate_settings(parts["settings"])
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    with connection(database_url) as conn:
+        item = integ.add_integration(
+            conn,
+            provider=provider,
+            name=name,
+            integration_uuid=parts.get("integration_uuid"),
+            api_base_url=parts.get("api_base_url"),
+            webhook_secret=parts.get("webhook_secret"),
+            credentials=parts["credentials"],
+            settings=parts["settings"],
+        )
+    if as_json:
+        _print_one(item, as_json=True)
+        return
+    click.echo(f"integration {item.id} ({item.provider}, {item.name}) added")
+    for path in item.webhook_paths:
+        click.echo(f"webhook URL: {get_settings().receiver_public_base_url.rstrip('/')}{path}")
+
+
+def _parse_setting(raw: str) -> tuple[list[str], Any]:
+    key, sep, value = raw.partition("=")
+    if not sep or not key.strip():
+        raise click.BadParameter(f"'{raw}' is not KEY=VALUE", param_hint="--setting")
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        parsed = value
+    return key.strip().split("."), parsed
+
+
+def _apply_setting(settings: dict[str, Any], path: list[str], value: Any) -> None:
+    node = settings
+    for part in path[:-1]:
+        child = node.get(part)
+        node[part] = child = dict(child) if isinstance(child, dict) else {}
+        node = child
+    if value is None:
+        node.pop(path[-1], None)
+    else:
+        node[path[-1]] = value
+
+
+def _current_setup(item: integ.Integration, spec: ProviderSpec) -> dict[str, Any]:
+    """The stored values of the provider's setup fields."""
+    values: dict[str, Any] = {}
+    for name in spec.setup.model_fields:
+        store = field_meta(spec.setup, name).get("store")
+        if store in ("integration_uuid", "api_base_url", "webhook_secret"):
+            value = getattr(item, store, None)
+        elif store == "credentials":
+            value = item.credentials.get(name)
+        else:
+            value = item.settings.get(name)
+        if value is not None:
+            values[name] = value
+    return values
+
+
+@integrations.command("update")
+@click.argument("integration_id", type=click.IntRange(min=1))
+@click.option("--name", default=None, callback=_nonblank)
+@setup_options
+@click.option(
+    "--setting",
+    "settings",
+    multiple=True,
+    help="KEY=VALUE (VALUE as JSON when it parses, dotted keys for nested; =null removes).",
+)
+@click.option("--json", "as_json", is_flag=True)
+@database_option
+def integrations_update(
+    integration_id: int,
+    name: str | None,
+    settings: tuple[str, ...],
+    as_json: bool,
+    database_url: str | None,
+    **fields: Any,
+) -> None:
+    """Change an integration's name, fields or settings (validated like `add`)."""
+    given = _given(fields)
+    changes = [_parse_setting(raw) for raw in settings]
+    with connection(database_url) as conn:
+        item = integ.get_integration(conn, integration_id)
+        spec = get_provider(item.provider)
+        _refuse_foreign(spec, given)
+        parts = split_setup(_validate(spec.setup, _current_setup(item, spec) | given))
+        new_settings = dict(item.settings) | {
+            k: v for k, v in parts["settings"].items() if k in given
+        }
+        for path, value in changes:
+            _apply_setting(new_settings, path, value)
+        try:
+            new_settings = spec.validate_settings(new_settings)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+        credentials = {
+            k: v.get_secret_value() if isinstance(v, SecretStr) else v
+            for k, v in parts["credentials"].items()
+            if k in given
+        }
+        item = integ.update_integration(
+            conn,
+            integration_id,
+            name=name,
+            api_base_url=parts.get("api_base_url") if "api_base_url" in given else None,
+            credentials=credentials or None,
+            settings=new_settings,
+        )
+    if as_json:
+        _print_one(item, as_json=True)
+    else:
+        click.echo(f"integration {item.id} updated")
+        _print_one(item, as_json=False)
+
+
+@integrations.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@database_option
+def integrations_list(as_json: bool, database_url: str | None) -> None:
+    """List integrations (secrets masked)."""
+    with connection(database_url) as conn:
+        items = integ.list_integrations(conn)
+    if as_json:
+        click.echo(json.dumps([_public(i) for i in items], ensure_ascii=False))
+        return
+    if not items:
+        click.echo("no integrations")
+        return
+    click.echo(f"{'id':>4}  {'provider':<10} {'active':<6} {'name':<30} webhook_path")
+    for i in items:
+        active = "yes" if i.is_active else "no"
+        click.echo(f"{i.id:>4}  {i.provider:<10} {active:<6} {i.name[:30]:<30} {i.webhook_path}")
+
+
+@integrations.command("show")
+@click.argument("integration_id", type=click.IntRange(min=1))
+@click.option("--json", "as_json", is_flag=True)
+@database_option
+def integrations_show(integration_id: int, as_json: bool, database_url: str | None) -> None:
+    """Show one integration (secrets masked)."""
+    with connection(database_url) as conn:
+        item = integ.get_integration(conn, integration_id)
+    _print_one(item, as_json)
+
+
+def _toggle(active: bool) -> Callable[..., None]:
+    def command(integration_id: int, database_url: str | None) -> None:
+        with connection(database_url) as conn:
+            item = integ.set_active(conn, integration_id, active)
+        state = "enabled" if active else "disabled"
+        click.echo(f"integration {item.id} {state}; running receivers apply it within 5 s")
+
+    return command
+
+
+for _name, _active, _help in (
+    ("enable", True, "Accept webhooks and sync this integration again."),
+    ("disable", False, "Refuse its webhooks (404) and stop syncing it."),
+):
+    integrations.command(_name, help=_help)(
+        click.argument("integration_id", type=click.IntRange(min=1))(
+            database_option(_toggle(_active))
+        )
+    )

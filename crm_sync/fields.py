@@ -1,0 +1,102 @@
+"""Field types and helpers for provider setup and settings models (pydantic v2).
+
+A provider's setup model declares what `crm-sync integrations add` asks for: each
+field says where it is stored (an `integrations` column, `credentials` or
+`settings`), whether it is a secret, and optionally its environment variable.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BaseModel, Field, SecretStr, ValidationError
+
+Store = Literal["integration_uuid", "api_base_url", "webhook_secret", "credentials", "settings"]
+COLUMNS = ("integration_uuid", "api_base_url", "webhook_secret")
+
+
+def _nonblank(value: str) -> str:
+    if not value or not value.strip():
+        raise ValueError("must not be empty")
+    return value.strip()
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("must be an http(s) URL such as https://api.example.com")
+    return value.strip().rstrip("/")
+
+
+def _uuid(value: str) -> str:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        raise ValueError(f"'{value}' is not a UUID") from None
+    return value
+
+
+def _secret(value: SecretStr) -> SecretStr:
+    _nonblank(value.get_secret_value())
+    return SecretStr(value.get_secret_value().strip())
+
+
+NonBlank = Annotated[str, AfterValidator(_nonblank)]
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+UuidText = Annotated[str, AfterValidator(_uuid)]
+Secret = Annotated[SecretStr, AfterValidator(_secret)]
+
+
+def setup_field(
+    default: Any = ...,
+    *,
+    store: Store,
+    help: str,  # noqa: A002 - the CLI's word for it
+    secret: bool = False,
+    env: str | None = None,
+) -> Any:
+    """A setup-model field: ``store`` says where the value goes, ``env`` may supply it."""
+    return Field(
+        default,
+        description=help,
+        json_schema_extra={"store": store, "secret": secret, "env": env},
+    )
+
+
+def field_meta(model: type[BaseModel], name: str) -> dict[str, Any]:
+    """The crm-sync metadata (store, secret, env) of one setup field."""
+    extra = model.model_fields[name].json_schema_extra
+    return dict(extra) if isinstance(extra, dict) else {}
+
+
+def validation_message(exc: BaseException, names: Mapping[str, str] | None = None) -> str:
+    """One line per problem, naming the field (as ``names`` spells it) — never the value."""
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    lines = []
+    for error in exc.errors(include_input=False, include_url=False):
+        loc = ".".join(str(p) for p in error["loc"]) or "value"
+        shown = (names or {}).get(str(error["loc"][0]), loc) if error["loc"] else loc
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown setting"
+        lines.append(f"{shown}: {message}")
+    return "; ".join(lines)
+
+
+def split_setup(setup: BaseModel) -> dict[str, Any]:
+    """A validated setup model → keyword arguments of `add_integration`."""
+    out: dict[str, Any] = {"credentials": {}, "settings": {}}
+    for name in type(setup).model_fields:
+        value = getattr(setup, name)
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        store = field_meta(type(setup), name).get("store", "settings")
+        if store in COLUMNS:
+            out[store] = value
+        else:
+            out[store][name] = value
+    return out

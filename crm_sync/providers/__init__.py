@@ -1,0 +1,1 @@
+"""One module per provider: its `ProviderSpec` (registered in crm_sync.registry)."""

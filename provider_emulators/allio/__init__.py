@@ -1,0 +1,25 @@
+"""ALLIO emulator: the API (`app`), its records, `crm-sync emulate allio…` and the demo."""
+
+from provider_emulators.allio.app import (
+    COMMANDS,
+    DEFAULT_TOKEN,
+    create_app,
+    random_indexes,
+    send_webhooks,
+    send_webhooks_async,
+    webhook_payloads,
+)
+from provider_emulators.allio.commands import COMMANDS as CLI_COMMANDS
+from provider_emulators.allio.demo import DEMO
+
+__all__ = [
+    "CLI_COMMANDS",
+    "COMMANDS",
+    "DEFAULT_TOKEN",
+    "DEMO",
+    "create_app",
+    "random_indexes",
+    "send_webhooks",
+    "send_webhooks_async",
+    "webhook_payloads",
+]
