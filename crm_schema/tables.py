@@ -72,7 +72,7 @@ integrations = Table(
 )
 
 
-def task_table(name: str, inbox: Table, *extra: Column) -> Table:
+def task_table(name: str, inbox: Table, *extra: Column, metadata: MetaData = metadata) -> Table:
     """A provider's task table: the columns the generic task queue works on.
 
     Seed 000 names `external_ids`, `status`, `created_at`, `entity`; the rest serve
@@ -210,6 +210,9 @@ run_heartbeats = Table(
     Column("run_id", String(64), primary_key=True),
     Column("provider", String(32), nullable=False),
     Column("beat_at", DateTime(timezone=True), nullable=False),
+    # Where the run works (ops can find the process; tests kill it).
+    Column("host", String(255)),
+    Column("pid", Integer),
 )
 
 

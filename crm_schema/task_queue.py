@@ -75,14 +75,25 @@ def as_utc(value: datetime | str | None) -> datetime | None:
 
 
 def parse_external_ids(raw: str | None) -> tuple[str, ...]:
-    """The JSON array string of ids → normalized string ids (bad input → empty)."""
+    """The JSON array of ids → ids as strings (numbers as digits; bad input → empty)."""
     try:
         values = json.loads(raw or "")
     except (TypeError, ValueError):
         return ()
     if not isinstance(values, list):
         return ()
-    return tuple(str(int(v)) for v in values if str(v).isdigit())
+    out = []
+    for value in values:
+        if isinstance(value, int) and not isinstance(value, bool):
+            out.append(str(value))
+        elif isinstance(value, str) and value.strip():
+            out.append(str(int(value)) if value.strip().isdigit() else value.strip())
+    return tuple(out)
+
+
+def dump_external_ids(ids: Sequence[int | str]) -> str:
+    """Ids as the JSON array tasks store (numbers stay numbers: `[111,222]`)."""
+    return json.dumps([int(i) if str(i).isdigit() else str(i) for i in ids])
 
 
 @dataclass(frozen=True)
@@ -262,7 +273,7 @@ class TaskQueue:
             ended = t.handler is None
             values.append(
                 {
-                    "external_ids": json.dumps([int(i) for i in t.external_ids]),
+                    "external_ids": dump_external_ids(t.external_ids),
                     "status": TASK_ERROR if ended else TASK_NEW,
                     "created_at": now,
                     "entity": t.entity,
@@ -464,8 +475,9 @@ class TaskQueue:
         """Tasks in progress matching ``condition`` lost their run: count a crash and
         hand them back at once, or end them in 3 once they crashed too many runs."""
         c = self.table.c
-        final = c.crashes + 1 >= self.retry.max_crashes
-        suffix = f" ({self.retry.max_crashes} runs died holding this task)"
+        last_try = self.retry.attempt_limit("reconcile") or self.retry.max_attempts
+        final = or_(c.crashes + 1 >= self.retry.max_crashes, c.attempts >= last_try)
+        suffix = f" (runs died holding this task: {self.retry.max_crashes} at most)"
         return conn.execute(
             update(self.table)
             .where(c.status == TASK_IN_PROGRESS, condition)

@@ -87,8 +87,8 @@ def main() -> int:
         demos.append((demo, f"http://127.0.0.1:{port}"))
     procs: list[subprocess.Popen] = []
 
-    def start(*cmd: str) -> None:
-        procs.append(subprocess.Popen(list(cmd), env=env, cwd=ROOT, start_new_session=True))
+    def start(*cmd: str, cwd: Path = ROOT) -> None:
+        procs.append(subprocess.Popen(list(cmd), env=env, cwd=cwd, start_new_session=True))
 
     try:
         for demo, url in demos:
@@ -102,7 +102,16 @@ def main() -> int:
             "--log-level",
             "warning",
         )
-        start(str(BIN / "dg"), "dev", "-w", str(ROOT / "workspace.yaml"), "-p", str(dagster_port))
+        # From DAGSTER_HOME: Dagster warns about the repository's dagster.yaml in its cwd.
+        start(
+            str(BIN / "dg"),
+            "dev",
+            "-w",
+            str(ROOT / "workspace.yaml"),
+            "-p",
+            str(dagster_port),
+            cwd=Path(env["DAGSTER_HOME"]),
+        )
         up = all(_wait_http(url + demo.health_path, 30) for demo, url in demos)
         if not (up and _wait_http(receiver + "/healthz", 30)):
             print("devstack: an emulator or the receiver did not come up", file=sys.stderr)

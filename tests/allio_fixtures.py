@@ -19,9 +19,18 @@ from dagster import (
     AssetKey,
     DagsterEventType,
     DagsterInstance,
+    DagsterRunStatus,
     ExecuteInProcessResult,
     build_sensor_context,
 )
+from dagster._core.remote_origin import (
+    InProcessCodeLocationOrigin,
+    RemoteJobOrigin,
+    RemoteRepositoryOrigin,
+)
+from dagster._core.storage.dagster_run import DagsterRun
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+from dagster._core.utils import make_new_run_id
 from sqlalchemy import Engine, insert, select
 
 from crm_schema.engine import make_engine
@@ -244,6 +253,28 @@ def call_log_integrations(engine: Engine) -> list[int]:
 
 
 # ---- Dagster -----------------------------------------------------------------------------
+
+
+def add_run(instance: DagsterInstance, status: DagsterRunStatus, tags: dict[str, str]) -> Any:
+    """A run of `allio_sync` recorded in the instance, in the given status (no process)."""
+    origin = RemoteJobOrigin(
+        repository_origin=RemoteRepositoryOrigin(
+            code_location_origin=InProcessCodeLocationOrigin(
+                loadable_target_origin=LoadableTargetOrigin(module_name="orchestration.definitions")
+            ),
+            repository_name="__repository__",
+        ),
+        job_name="allio_sync",
+    )
+    return instance.add_run(
+        DagsterRun(
+            job_name="allio_sync",
+            run_id=make_new_run_id(),
+            status=status,
+            tags=tags,
+            remote_job_origin=origin,
+        )
+    )
 
 
 def tick(url: str, instance: DagsterInstance, cursor: str | None = None):  # noqa: ANN201

@@ -83,3 +83,32 @@ def client_worker(args: dict[str, Any]) -> dict[str, Any]:
             client.reserve_list(args["ids"])
             done += 1
     return {"done": done, "http_429": stats.http_429, "calls": stats.calls}
+
+
+def oauth_worker(args: dict[str, Any]) -> dict[str, Any]:
+    """Call the token server's API once through OAuth2RefreshAuth (token in the database)."""
+    import httpx
+
+    from crm_schema.engine import make_engine
+    from orchestration.resources.auth import NewToken, OAuth2RefreshAuth, TokenStore
+    from orchestration.resources.base import ProviderClient
+
+    base = args["base_url"]
+    engine = make_engine(args["database_url"])
+
+    def read(response: httpx.Response) -> NewToken:
+        body = response.json()
+        return NewToken(body["access_token"], body["expires_in"], body["refresh_token"])
+
+    auth = OAuth2RefreshAuth(
+        TokenStore(engine, args["integration_id"], "oauth"),
+        refresh=lambda token: httpx.Request(
+            "POST", f"{base}/oauth/token", json={"refresh_token": token}
+        ),
+        read=read,
+    )
+    time.sleep(max(0.0, args["start_at"] - time.time()))
+    with ProviderClient(base, auth=auth, max_attempts=1) as client:
+        body = client.request("GET", "/api")
+    engine.dispose()
+    return body

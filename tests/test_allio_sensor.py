@@ -7,19 +7,13 @@ from datetime import timedelta
 
 import pytest
 from dagster import DagsterRunStatus, SensorResult
-from dagster._core.remote_origin import (
-    InProcessCodeLocationOrigin,
-    RemoteJobOrigin,
-    RemoteRepositoryOrigin,
-)
-from dagster._core.storage.dagster_run import DagsterRun
-from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
-from dagster._core.utils import make_new_run_id
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 
 from crm_schema.integrations import set_active
 from crm_schema.providers.allio import allio_webhook
+from crm_schema.tables import run_heartbeats
 from orchestration.allio.tasks import take_webhooks
+from orchestration.core import sensors as sensors_module
 from tests import allio_fixtures as fx
 from tests.allio_fixtures import (
     add_allio,
@@ -45,26 +39,7 @@ def _run_key(result: SensorResult) -> str:
     return result.run_requests[0].run_key
 
 
-def _add_run(instance, status, tags):  # noqa: ANN001, ANN202
-    """A run of `allio_sync` in the instance, in the given status."""
-    origin = RemoteJobOrigin(
-        repository_origin=RemoteRepositoryOrigin(
-            code_location_origin=InProcessCodeLocationOrigin(
-                loadable_target_origin=LoadableTargetOrigin(module_name="orchestration.definitions")
-            ),
-            repository_name="__repository__",
-        ),
-        job_name="allio_sync",
-    )
-    return instance.add_run(
-        DagsterRun(
-            job_name="allio_sync",
-            run_id=make_new_run_id(),
-            status=status,
-            tags=tags,
-            remote_job_origin=origin,
-        )
-    )
+_add_run = fx.add_run
 
 
 def _pending_max_id(engine) -> int:  # noqa: ANN001
@@ -327,3 +302,81 @@ def test_tasks_in_progress_within_the_lease_request_nothing(crm, emulator, insta
     add_task(engine, integ, "RESERVE_ADD", [43], status=1, claimed_at=utcnow(), run_id="busy")
     result = tick(url, instance)
     assert not result.run_requests
+
+
+# -- runs that never strand work ---------------------------------------------------------
+
+
+def test_tasks_of_a_failed_run_are_released_at_once(crm, instance):
+    url, engine = crm
+    integ = add_allio(engine, BASE)
+    failed = _add_run(instance, DagsterRunStatus.FAILURE, {"crm/mode": "live"})
+    cancelled = _add_run(instance, DagsterRunStatus.CANCELED, {"crm/mode": "live"})
+    now = utcnow()
+    held = [
+        add_task(engine, integ, "RESERVE_ADD", [n], status=1, attempts=1, claimed_at=now,
+                 run_id=run.run_id)
+        for n, run in ((1, failed), (2, cancelled))
+    ]  # fmt: skip
+    result = tick(url, instance)
+    after = tasks(engine)
+    # Both back in the queue within the lease; only the failure counts against the task.
+    assert after[held[0]]["status"] == 0 and after[held[0]]["crashes"] == 1
+    assert "failed while holding this task" in after[held[0]]["error"]
+    assert after[held[1]]["status"] == 0 and after[held[1]]["crashes"] == 0
+    assert after[held[1]]["attempts"] == 0
+    assert len(result.run_requests) == 1
+
+
+def test_a_run_that_failed_before_claiming_gets_a_new_key_after_a_backoff(
+    crm, instance, monkeypatch
+):
+    url, engine = crm
+    integ = add_allio(engine, BASE)
+    add_webhook(engine, integ, "RESERVE_ADD", [1])
+    first = tick(url, instance)
+    key = _run_key(first)
+    # Dagster created the run for that key, and it failed before claiming anything.
+    run = _add_run(instance, DagsterRunStatus.FAILURE, dict(first.run_requests[0].tags))
+    waiting = tick(url, instance, cursor=first.cursor)
+    assert not waiting.run_requests and "next try" in str(waiting.skip_reason)
+    monkeypatch.setattr(sensors_module, "RETRY_BACKOFF_SECONDS", (0,))
+    retried = tick(url, instance, cursor=first.cursor)
+    assert _run_key(retried) == f"{key}:retry-1"  # a key Dagster has not spent
+    assert retried.run_requests[0].tags["crm/sync-key"] == key
+    instance.delete_run(run.run_id)
+
+
+def test_a_started_run_that_stopped_beating_is_failed_and_replaced(crm, instance):
+    url, engine = crm
+    integ = add_allio(engine, BASE)
+    day = today().isoformat()
+    zombie = _add_run(
+        instance, DagsterRunStatus.STARTED, {"crm/mode": "live", "dagster/partition": day}
+    )
+    with engine.begin() as conn:
+        conn.execute(
+            insert(run_heartbeats).values(
+                run_id=zombie.run_id, provider="allio", beat_at=utcnow() - timedelta(minutes=10)
+            )
+        )
+    add_webhook(engine, integ, "RESERVE_ADD", [1])
+    result = tick(url, instance)
+    assert instance.get_run_by_id(zombie.run_id).status == DagsterRunStatus.FAILURE
+    assert len(result.run_requests) == 1  # its slot is free and the work gets a run
+
+
+def test_a_started_run_that_beats_blocks_a_second_live_run(crm, instance):
+    url, engine = crm
+    integ = add_allio(engine, BASE)
+    day = today().isoformat()
+    alive = _add_run(
+        instance, DagsterRunStatus.STARTED, {"crm/mode": "live", "dagster/partition": day}
+    )
+    with engine.begin() as conn:
+        conn.execute(
+            insert(run_heartbeats).values(run_id=alive.run_id, provider="allio", beat_at=utcnow())
+        )
+    add_webhook(engine, integ, "RESERVE_ADD", [1])
+    assert not tick(url, instance).run_requests
+    assert instance.get_run_by_id(alive.run_id).status == DagsterRunStatus.STARTED

@@ -148,3 +148,49 @@ def test_unreachable_postgres_hides_password() -> None:
     code, out = run("postgresql://u:hunter2pass@127.0.0.1:1/db", "integrations", "list")
     assert code == 1
     assert "cannot use the database" in out and "hunter2pass" not in out
+
+
+def test_missing_provider_field_is_named(database_url: str, engine) -> None:
+    code, out = run(
+        database_url, "integrations", "add", "--provider", "allio", "--name", "n",
+        "--integration-uuid", UUID, "--api-base-url", "http://x",
+    )  # fmt: skip
+    assert code != 0 and "Missing option '--api-token'" in out
+    assert count_rows(engine, "integrations") == 0
+
+
+def test_update_changes_settings_and_credentials_validated(database_url: str, engine) -> None:
+    code, out = add(database_url, "--json")
+    assert code == 0, out
+    item = json.loads(out)
+    ident = str(item["id"])
+    code, out = run(
+        database_url, "integrations", "update", ident, "--setting", "delete_control=true",
+        "--setting", "rate_limit.rate=0.5", "--name", "Renamed", "--json",
+    )  # fmt: skip
+    assert code == 0, out
+    updated = json.loads(out)
+    assert updated["settings"] == {"delete_control": True, "rate_limit": {"rate": 0.5}}
+    assert updated["name"] == "Renamed"
+    new_token = "rotated-SECRET-abcdef0123456789"
+    code, out = run(database_url, "integrations", "update", ident, "--api-token", new_token)
+    assert code == 0 and new_token not in out and TOKEN not in out
+    with engine.connect() as conn:
+        from crm_schema.integrations import get_integration
+
+        stored = get_integration(conn, int(ident))
+    assert stored.credentials == {"api_token": new_token}
+    assert stored.settings["delete_control"] is True  # untouched by the token change
+    # Bad input: named, nothing written.
+    for args, message in (
+        (["--setting", "bogus=1"], "bogus: unknown setting"),
+        (["--setting", "rate_limit.rate=-1"], "rate_limit.rate"),
+        (["--setting", "noequals"], "is not KEY=VALUE"),
+        (["--api-base-url", "ftp://x"], "http(s) URL"),
+    ):
+        code, out = run(database_url, "integrations", "update", ident, *args)
+        assert code != 0 and message in out, (args, out)
+    with engine.connect() as conn:
+        assert get_integration(conn, int(ident)).settings == stored.settings
+    code, out = run(database_url, "integrations", "update", "99", "--name", "x")
+    assert code == 1 and "no integration with id 99" in out

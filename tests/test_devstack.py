@@ -67,3 +67,5 @@ def test_demo_stack_shows_finished_runs(tmp_path: Path) -> None:
         output, _ = proc.communicate(timeout=60)
         engine.dispose()
     assert "crm-sync demo is up" in output
+    noisy = [line for line in output.splitlines() if "warn" in line.lower()]
+    assert noisy == [], "make dev should print no warnings"

@@ -156,3 +156,84 @@ def test_disable_enable_add_take_effect_within_5s(database_url: str, engine) -> 
         for i in range(50):
             assert client.post(f"/webhooks/allio/junk-{i}", json=webhook(integ)).status_code == 404
     assert count_rows(engine, ROWS) == accepted + 1
+
+
+@contextlib.contextmanager
+def _held(database_url: str, seconds: float) -> Iterator[None]:
+    """Another writer holds the webhook table for ``seconds`` (in a thread)."""
+    import threading
+
+    from sqlalchemy import create_engine
+
+    ready, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        if database_url.startswith("sqlite"):
+            with sqlite_write_lock(database_url):
+                ready.set()
+                time.sleep(seconds)
+        else:
+            eng = create_engine(make_url(database_url).set(drivername="postgresql+psycopg2"))
+            with eng.begin() as conn:
+                conn.exec_driver_sql(f"LOCK TABLE {ROWS} IN ACCESS EXCLUSIVE MODE")
+                ready.set()
+                time.sleep(seconds)
+            eng.dispose()
+        done.set()
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    ready.wait(5)
+    try:
+        yield
+    finally:
+        thread.join(seconds + 10)
+
+
+def test_a_commit_that_does_not_come_in_time_is_a_503_and_leaves_no_row(
+    database_url: str, engine
+) -> None:
+    integ = add_allio(engine)
+    with (
+        serve_receiver(
+            database_url,
+            sqlite_busy_timeout_ms=10_000,
+            statement_timeout_seconds=1.0,
+            commit_timeout_seconds=2.0,
+        ) as base,
+        httpx.Client(base_url=base, timeout=15) as client,
+    ):
+        assert client.post(integ.webhook_path, json=webhook(integ)).status_code == 200
+        with _held(database_url, 4.0):
+            started = time.monotonic()
+            resp = client.post(integ.webhook_path, json=webhook(integ, [7]))
+            waited = time.monotonic() - started
+            assert resp.status_code == 503, resp.text
+            assert int(resp.headers["retry-after"]) > 0 and resp.json()["error"]
+            assert waited < 3.0  # bounded by the commit timeout, not by the lock
+        time.sleep(1.0)  # the lock is gone: nothing the 503 refused may appear now
+        assert count_rows(engine, ROWS) == 1
+        assert client.post(integ.webhook_path, json=webhook(integ)).status_code == 200
+        assert count_rows(engine, ROWS) == 2
+
+
+def test_postgres_connections_commit_synchronously_with_a_statement_timeout(
+    database_url: str,
+) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL connection settings")
+    from webhook_receiver.config import ReceiverConfig
+    from webhook_receiver.stores.postgres import PostgresStore
+
+    async def settings() -> tuple[str, str]:
+        store = PostgresStore(ReceiverConfig.load(database_url, statement_timeout_seconds=4))
+        conn = await store._connect()
+        try:
+            return (
+                await conn.fetchval("SHOW synchronous_commit"),
+                await conn.fetchval("SHOW statement_timeout"),
+            )
+        finally:
+            await conn.close()
+
+    assert asyncio.run(settings()) == ("on", "4s")

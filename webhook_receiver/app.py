@@ -25,7 +25,7 @@ from webhook_receiver.config import ReceiverConfig
 from webhook_receiver.integration_cache import IntegrationCache
 from webhook_receiver.responses import error_response, json_response, unavailable_response
 from webhook_receiver.stores import StoreUnavailable, WebhookStore, open_store
-from webhook_receiver.webhooks import Handler, WebhookEndpoint
+from webhook_receiver.webhooks import Deadlines, Handler, WebhookEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ class Receiver:
         self.config = config
         self.store: WebhookStore = None  # type: ignore[assignment] - set in lifespan
         self.cache: IntegrationCache = None  # type: ignore[assignment]
+        self.deadlines = Deadlines()
         self._endpoints: list[WebhookEndpoint] = []
 
     def endpoint(self, factory: Callable[[Receiver], Handler]) -> WebhookEndpoint:
@@ -60,6 +61,7 @@ class Receiver:
         for endpoint in self._endpoints:
             endpoint.start(self)
         refresher = asyncio.create_task(cache.run(), name="integrations-refresh")
+        watchdog = asyncio.create_task(self.deadlines.run(), name="commit-deadlines")
         if self.config.gc_freeze:
             # Everything alive now (modules, SQLAlchemy metadata, ...) lives as long as the
             # process: keep it out of the collector, whose full passes over it would stall
@@ -69,9 +71,10 @@ class Receiver:
         try:
             yield
         finally:
-            refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await refresher
+            for task in (refresher, watchdog):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             for endpoint in self._endpoints:
                 endpoint.stop()
             await store.close()

@@ -29,10 +29,10 @@ class ReceiverConfig:
     group_commit_delay_ms: float = 1.0
     connect_timeout_seconds: float = 2.0
     statement_timeout_seconds: float = 5.0
-    # The longest a request waits for its row's COMMIT before answering 503; a row
-    # whose batch has not started `commit_margin_seconds` before that is not written.
+    # The longest a request waits for its row's COMMIT before answering 503. A store
+    # starts a row's write only if it can finish before then (PostgreSQL: within the
+    # statement timeout), so a request that got its 503 never has a row.
     commit_timeout_seconds: float = 8.0
-    commit_margin_seconds: float = 1.0
     # SQLite: how long a write waits for the lock before answering 503.
     sqlite_busy_timeout_ms: int = 3000
     sqlite_synchronous: str = "FULL"
@@ -58,6 +58,6 @@ class ReceiverConfig:
             raise ValueError("sqlite_synchronous must be OFF, NORMAL, FULL or EXTRA")
         if config.max_batch < 1 or config.pg_writer_connections < 1:
             raise ValueError("max_batch and pg_writer_connections must be >= 1")
-        if config.commit_timeout_seconds <= config.commit_margin_seconds:
-            raise ValueError("commit_timeout_seconds must exceed commit_margin_seconds")
+        if config.commit_timeout_seconds <= 0 or config.statement_timeout_seconds <= 0:
+            raise ValueError("commit_timeout_seconds and statement_timeout_seconds must be > 0")
         return config

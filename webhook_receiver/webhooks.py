@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
@@ -49,6 +50,39 @@ def answer(status: int, message: str, headers: Headers = NO_HEADERS) -> Answer:
     return status, error_body(message), headers
 
 
+class Deadlines:
+    """Fails the commits that outlive their request's deadline, all with one timer.
+
+    Every request waits the same time, so deadlines arrive in order and a deque is
+    enough: each tick drops the finished head and fails what has expired (the store
+    then never writes those rows). Much cheaper on the hot path than a timer each.
+    """
+
+    def __init__(self, tick_seconds: float = 0.1) -> None:
+        self.tick_seconds = tick_seconds
+        self._waiting: deque[tuple[float, asyncio.Future[int]]] = deque()
+
+    def watch(self, future: asyncio.Future[int], deadline: float) -> None:
+        """Fail ``future`` with StoreUnavailable unless it is done by ``deadline``."""
+        self._waiting.append((deadline, future))
+
+    def expire(self, now: float) -> int:
+        """One tick's work; returns how many commits it failed."""
+        waiting, failed = self._waiting, 0
+        while waiting and (waiting[0][1].done() or waiting[0][0] <= now):
+            _, future = waiting.popleft()
+            if not future.done():
+                future.set_exception(StoreUnavailable("database did not commit in time"))
+                failed += 1
+        return failed
+
+    async def run(self) -> None:
+        """Tick forever (cancel to stop)."""
+        while True:
+            await asyncio.sleep(self.tick_seconds)
+            self.expire(time.monotonic())
+
+
 class Handler(Protocol):
     """One webhook route's logic."""
 
@@ -60,10 +94,17 @@ class WebhookHandler:
 
     provider = ""
 
-    def __init__(self, config: ReceiverConfig, cache: IntegrationCache, store: WebhookStore):
+    def __init__(
+        self,
+        config: ReceiverConfig,
+        cache: IntegrationCache,
+        store: WebhookStore,
+        deadlines: Deadlines | None = None,
+    ):
         self.config = config
         self.cache = cache
         self.store = store
+        self.deadlines = deadlines
         self._retry_after = ((b"retry-after", str(config.retry_after_seconds).encode()),)
 
     def unavailable(self, message: str = "database unavailable") -> Answer:
@@ -110,15 +151,14 @@ class WebhookHandler:
         The wait is bounded: a database that does not commit in time gets the request
         a 503, and a row whose request gave up before its batch started is never written.
         """
-        wait = self.config.commit_timeout_seconds
-        row.deadline = time.monotonic() + max(0.0, wait - self.config.commit_margin_seconds)
+        row.deadline = time.monotonic() + self.config.commit_timeout_seconds
         future = self.store.insert(row)
+        if self.deadlines is not None:
+            self.deadlines.watch(future, row.deadline)
         try:
-            return await asyncio.wait_for(future, wait)
-        except TimeoutError:
-            return self.unavailable("database did not commit in time")
-        except StoreUnavailable:
-            return self.unavailable()
+            return await future
+        except StoreUnavailable as exc:
+            return self.unavailable(str(exc) or "database unavailable")
         except StoreError:
             return answer(500, "webhook could not be stored")
 

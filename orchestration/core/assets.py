@@ -20,6 +20,7 @@ from dagster import (
     AssetsDefinition,
     AssetSpec,
     Config,
+    DagsterExecutionInterruptedError,
     MaterializeResult,
     multi_asset,
 )
@@ -148,6 +149,7 @@ def _materialize(
         idle_seconds=config.idle_seconds,
         max_seconds=config.max_seconds,
         calls_per_second=resource.calls_per_second(spec.provider),
+        interruptions=(KeyboardInterrupt, DagsterExecutionInterruptedError),
     )
     context.log.info(
         f"{spec.provider} sync: partition {context.partition_key}, mode {mode}, lane {lane}, "

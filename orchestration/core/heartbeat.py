@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 from datetime import datetime, timedelta
 
@@ -19,7 +21,7 @@ def record_beat(conn: Connection, run_id: str, provider: str) -> None:
     """Note that ``run_id`` is alive now."""
     now = now_utc()
     stmt = dialect_insert(conn)(run_heartbeats).values(
-        run_id=run_id, provider=provider, beat_at=now
+        run_id=run_id, provider=provider, beat_at=now, host=socket.gethostname(), pid=os.getpid()
     )
     conn.execute(stmt.on_conflict_do_update(index_elements=["run_id"], set_={"beat_at": now}))
 

@@ -73,7 +73,9 @@ class SyncOptions:
     max_seconds: float = 900.0
     # Provider calls per second this run may count on (sizes claims to the lease).
     calls_per_second: float = 1.0
-    claim_share_of_lease: float = 0.5
+    claim_share_of_lease: float = 0.9
+    # Exceptions that mean "stop" (a cancel), not "this work broke the run".
+    interruptions: tuple[type[BaseException], ...] = (KeyboardInterrupt,)
 
 
 @dataclass
@@ -199,16 +201,16 @@ class SyncEngine:
     def _hand_back(self, exc: BaseException) -> None:
         """The run is stopping abnormally: hand held tasks back (best effort).
 
-        An interruption (cancel) gives them back untouched; an error counts a crash,
-        so a task that breaks every run ends in 3 (the sensor does the same when the
-        process dies without getting here).
+        An interruption (cancel) gives them back untouched; anything else counts a
+        crash, so a task that breaks every run ends in 3 (the sensor does the same when
+        the process dies without getting here).
         """
         held = list(self._pending)
         if not held:
             return
         try:
             with self.engine.begin() as conn:
-                if isinstance(exc, Exception):
+                if not isinstance(exc, self.opts.interruptions):
                     reason = f"run {self.opts.run_id} failed: {type(exc).__name__}"
                     condition = self.queue.table.c.id.in_(held)
                     condition = condition & (self.queue.table.c.run_id == self.opts.run_id)

@@ -151,5 +151,5 @@ class AllioHandler(WebhookHandler):
 
 def routes(receiver: Receiver) -> list[BaseRoute]:
     """ALLIO's webhook route."""
-    endpoint = receiver.endpoint(lambda r: AllioHandler(r.config, r.cache, r.store))
+    endpoint = receiver.endpoint(lambda r: AllioHandler(r.config, r.cache, r.store, r.deadlines))
     return [Route("/webhooks/allio/{webhook_key}", endpoint, methods=["POST"])]

@@ -81,7 +81,11 @@ class InboxRow:
     table: InboxTable
     values: tuple[Any, ...]
     integration_id: int
-    deadline: float = 0.0  # loop.time() after which the request gave up (set by the store)
+    deadline: float = 0.0  # time.monotonic() when the request gives up (0: never)
+
+    def can_finish(self, now: float, seconds: float) -> bool:
+        """Whether a write started at ``now`` and lasting up to ``seconds`` ends in time."""
+        return not self.deadline or now + seconds < self.deadline
 
 
 class WebhookStore(Protocol):

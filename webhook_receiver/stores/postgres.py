@@ -2,10 +2,10 @@
 
 Requests append to a queue; a writer task owning one connection (`pg_writer_connections`,
 default 1 per process) takes everything queued (up to `max_batch`) and inserts it with
-one statement per inbox table in one transaction (one WAL flush). Ids are drawn from the
-table's sequence per array position first and inserted explicitly, so each request gets
-its own row's id without relying on the order of `RETURNING`; nobody gets an id before
-the COMMIT. Connections set `synchronous_commit` and `statement_timeout` explicitly.
+one statement per inbox table (one transaction, one WAL flush). Ids are drawn from the
+table's sequence into an array in row order and inserted explicitly, so each request
+gets its own row's id without relying on the order of `RETURNING`; nobody gets an id
+before the COMMIT. Connections set `synchronous_commit` and `statement_timeout` explicitly.
 Small reads (health check, integrations) use a separate control connection.
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -44,9 +45,13 @@ FIND_INTEGRATION = f"{SELECT_INTEGRATIONS} WHERE {integrations.c.webhook_key.nam
 _TRANSIENT_CLASSES = ("08", "40", "53", "57", "58")
 
 
-def insert_sql(inbox: InboxTable) -> str:
-    """One statement inserting N rows of ``inbox`` ($1 = N, then one array per column),
-    returning their ids in array order (drawn from the sequence, not from RETURNING)."""
+def insert_sql(inbox: InboxTable, sequence: str) -> str:
+    """One statement inserting N rows of ``inbox`` ($1 = N, then one array per column) and
+    returning their ids as one array, element i for row i.
+
+    The ids are drawn from ``sequence`` first and put in row order by an aggregate's
+    ORDER BY, so each request gets its own row's id without relying on `RETURNING` order.
+    """
     cols = inbox.columns
     arrays = ", ".join(
         f"${i + 2}::{'text' if t == 'json' else t}[]" for i, t in enumerate(inbox.pg_types)
@@ -55,15 +60,15 @@ def insert_sql(inbox: InboxTable) -> str:
         f"u.{c}::json" if t == "json" else f"u.{c}"
         for c, t in zip(cols, inbox.pg_types, strict=True)
     )
-    table = inbox.name
+    seq = sequence.replace("'", "''")
     return (
         "WITH ids AS MATERIALIZED ("
-        f"SELECT nextval(pg_get_serial_sequence('{table}', 'id')) AS id, ord "
-        "FROM generate_series(1, $1::int) AS ord), "
-        f"ins AS (INSERT INTO {table} (id, {', '.join(cols)}) SELECT ids.id, {values} "
-        f"FROM unnest({arrays}) WITH ORDINALITY AS u({', '.join(cols)}, ord) "
-        "JOIN ids USING (ord)) "
-        "SELECT id FROM ids ORDER BY ord"
+        f"SELECT array_agg(nextval('{seq}'::regclass) ORDER BY g) AS a "
+        "FROM generate_series(1, $1::int) AS g), "
+        f"ins AS (INSERT INTO {inbox.name} (id, {', '.join(cols)}) "
+        f"SELECT (SELECT a FROM ids)[u.ord], {values} "
+        f"FROM unnest({arrays}) WITH ORDINALITY AS u({', '.join(cols)}, ord)) "
+        "SELECT a FROM ids"
     )
 
 
@@ -182,8 +187,12 @@ class PostgresStore:
                     await self._gather(target, delay)
                 count = min(len(pending), limit)
                 batch = [pending.popleft() for _ in range(count)]
-                # A request that gave up (timeout) before its batch started is not written.
-                batch = [item for item in batch if not item[1].done()]
+                # A row is written only if its statement can end before its request gives
+                # up; the others get their 503 now (a 503 never leaves a row behind).
+                now, longest = time.monotonic(), self._config.statement_timeout_seconds + 0.5
+                late = [f for r, f in batch if not f.done() and not r.can_finish(now, longest)]
+                fail_all(late, StoreUnavailable("database did not commit in time"))
+                batch = [(r, f) for r, f in batch if not f.done()]
                 if not batch:
                     continue
                 self._busy += 1
@@ -228,7 +237,7 @@ class PostgresStore:
         for position, row in enumerate(rows):
             by_table.setdefault(row.table.name, []).append(position)
         ids: list[int] = [0] * len(rows)
-        if len(by_table) == 1:  # one statement is its own transaction: no extra round trips
+        if len(by_table) == 1:  # one statement is its own transaction: no BEGIN / COMMIT
             await self._insert_table(conn, rows, next(iter(by_table.values())), ids)
             return ids
         async with conn.transaction():
@@ -240,17 +249,19 @@ class PostgresStore:
         self, conn: asyncpg.Connection, rows: list[InboxRow], positions: list[int], ids: list[int]
     ) -> None:
         inbox = rows[positions[0]].table
+        timeout = self._config.statement_timeout_seconds
         sql = self._sql.get(inbox.name)
         if sql is None:
-            sql = self._sql[inbox.name] = insert_sql(inbox)
+            sequence = await conn.fetchval(
+                "SELECT pg_get_serial_sequence($1, 'id')", inbox.name, timeout=timeout
+            )
+            sql = self._sql[inbox.name] = insert_sql(inbox, sequence)
         columns = [[rows[p].values[i] for p in positions] for i in range(len(inbox.columns))]
-        records = await conn.fetch(
-            sql, len(positions), *columns, timeout=self._config.statement_timeout_seconds
-        )
-        if len(records) != len(positions):  # never hand out a wrong id
-            raise StoreError(f"inserted {len(records)} rows for {len(positions)}")
-        for position, record in zip(positions, records, strict=True):
-            ids[position] = record[0]
+        new_ids = await conn.fetchval(sql, len(positions), *columns, timeout=timeout)
+        if new_ids is None or len(new_ids) != len(positions):  # never hand out a wrong id
+            raise StoreError(f"got {len(new_ids or ())} ids for {len(positions)} rows")
+        for position, new_id in zip(positions, new_ids, strict=True):
+            ids[position] = new_id
 
     async def _insert_one_by_one(
         self, conn: asyncpg.Connection, rows: list[InboxRow]

@@ -4,11 +4,10 @@ from orchestration.allio.tasks import QUEUE, SYNC
 from orchestration.core.checks import QueueChecksSpec, build_queue_checks
 from orchestration.defs.allio.assets import DEALCARDS, RESERVES
 
-allio_queue_checks, allio_queue_health_sensor = build_queue_checks(
-    QueueChecksSpec(
-        provider="allio",
-        queue=QUEUE,
-        handler=SYNC,
-        asset_keys={"reserve": RESERVES, "dealcard": DEALCARDS},
-    )
+QUEUE_CHECKS = QueueChecksSpec(
+    provider="allio",
+    queue=QUEUE,
+    handler=SYNC,
+    asset_keys={"reserve": RESERVES, "dealcard": DEALCARDS},
 )
+allio_queue_checks, allio_queue_health_sensor = build_queue_checks(QUEUE_CHECKS)
