@@ -39,7 +39,7 @@ def _run_key(result: SensorResult) -> str:
     return result.run_requests[0].run_key
 
 
-_add_run = fx.add_run
+_add_run = add_run = fx.add_run
 
 
 def _pending_max_id(engine) -> int:  # noqa: ANN001
@@ -347,19 +347,26 @@ def test_a_run_that_failed_before_claiming_gets_a_new_key_after_a_backoff(
     instance.delete_run(run.run_id)
 
 
-def test_a_started_run_that_stopped_beating_is_failed_and_replaced(crm, instance):
-    url, engine = crm
-    integ = add_allio(engine, BASE)
-    day = today().isoformat()
-    zombie = _add_run(
-        instance, DagsterRunStatus.STARTED, {"crm/mode": "live", "dagster/partition": day}
+def _started_live_run(engine, instance, beat_age: timedelta):  # noqa: ANN001, ANN202
+    """A started live run for today whose last heartbeat is ``beat_age`` old."""
+    run = add_run(
+        instance,
+        DagsterRunStatus.STARTED,
+        {"crm/mode": "live", "dagster/partition": today().isoformat()},
     )
     with engine.begin() as conn:
         conn.execute(
             insert(run_heartbeats).values(
-                run_id=zombie.run_id, provider="allio", beat_at=utcnow() - timedelta(minutes=10)
+                run_id=run.run_id, provider="allio", beat_at=utcnow() - beat_age
             )
         )
+    return run
+
+
+def test_a_started_run_that_stopped_beating_is_failed_and_replaced(crm, instance):
+    url, engine = crm
+    integ = add_allio(engine, BASE)
+    zombie = _started_live_run(engine, instance, timedelta(minutes=10))
     add_webhook(engine, integ, "RESERVE_ADD", [1])
     result = tick(url, instance)
     assert instance.get_run_by_id(zombie.run_id).status == DagsterRunStatus.FAILURE
@@ -369,14 +376,7 @@ def test_a_started_run_that_stopped_beating_is_failed_and_replaced(crm, instance
 def test_a_started_run_that_beats_blocks_a_second_live_run(crm, instance):
     url, engine = crm
     integ = add_allio(engine, BASE)
-    day = today().isoformat()
-    alive = _add_run(
-        instance, DagsterRunStatus.STARTED, {"crm/mode": "live", "dagster/partition": day}
-    )
-    with engine.begin() as conn:
-        conn.execute(
-            insert(run_heartbeats).values(run_id=alive.run_id, provider="allio", beat_at=utcnow())
-        )
+    alive = _started_live_run(engine, instance, timedelta(0))
     add_webhook(engine, integ, "RESERVE_ADD", [1])
     assert not tick(url, instance).run_requests
     assert instance.get_run_by_id(alive.run_id).status == DagsterRunStatus.STARTED

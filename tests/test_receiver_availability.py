@@ -217,11 +217,11 @@ def test_a_commit_that_does_not_come_in_time_is_a_503_and_leaves_no_row(
         assert count_rows(engine, ROWS) == 2
 
 
+@pytest.mark.parametrize("empty_database_url", ["postgres"], indirect=True)
 def test_postgres_connections_commit_synchronously_with_a_statement_timeout(
-    database_url: str,
+    empty_database_url: str,
 ) -> None:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("PostgreSQL connection settings")
+    database_url = empty_database_url
     from webhook_receiver.config import ReceiverConfig
     from webhook_receiver.stores.postgres import PostgresStore
 

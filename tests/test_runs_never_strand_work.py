@@ -46,17 +46,25 @@ def _wait(what: str, check: Callable[[], Any], seconds: float) -> Any:
     raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what}")
 
 
+def _database_and_home(
+    tmp_path: Path, template: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[str, Path]:
+    """A fresh CRM database (SQLite) and a Dagster home that this process uses too."""
+    db = tmp_path / "crm.sqlite3"
+    shutil.copyfile(template, db)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    return f"sqlite:///{db}", home
+
+
 @pytest.fixture
 def stack(
     tmp_path: Path, _sqlite_template: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[dict[str, Any]]:
     """A CRM database, an ALLIO emulator, a Dagster home and a running daemon."""
-    db = tmp_path / "crm.sqlite3"
-    shutil.copyfile(_sqlite_template, db)
-    url = f"sqlite:///{db}"
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
+    url, home = _database_and_home(tmp_path, _sqlite_template, monkeypatch)
     env = dict(
         os.environ,
         DAGSTER_HOME=str(home),
@@ -65,7 +73,6 @@ def stack(
         CRM_SYNC_RATE_LIMITS="allio=20",
     )
     env.pop("DAGSTER_PG_URL", None)
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
     engine = make_engine(url)
     app = create_app(token=TOKEN, quota_per_second=None)
     with running_server(app) as api, DagsterInstance.get() as instance:
@@ -187,13 +194,7 @@ def _poisoned_run(url: str, home: str, day: str, tags: dict[str, str]) -> None:
 def test_a_task_that_kills_every_run_ends_in_3_and_the_rest_sync(
     tmp_path: Path, _sqlite_template: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    db = tmp_path / "crm.sqlite3"
-    shutil.copyfile(_sqlite_template, db)
-    url = f"sqlite:///{db}"
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    url, home = _database_and_home(tmp_path, _sqlite_template, monkeypatch)
     monkeypatch.setattr(sensors_module, "RETRY_BACKOFF_SECONDS", (0,))
     engine = make_engine(url)
     app = create_app(token=TOKEN, quota_per_second=None)

@@ -6,6 +6,7 @@ Quota: 2 accepted requests per source IP in any 1-second window; over it → 429
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -25,7 +26,7 @@ from provider_emulators.framework import (
     build_app,
     json_response,
 )
-from provider_emulators.sender import post_json, post_json_async
+from provider_emulators.sender import post_json_async
 
 DEFAULT_TOKEN = "demo-token"  # noqa: S105 - the emulator's documented demo token
 MAX_LIMIT = 100
@@ -176,20 +177,6 @@ def webhook_payloads(
         yield {"uuid": uuid, "command": command, "indexes": ids}
 
 
-def send_webhooks(
-    url: str,
-    uuid: str,
-    command: str,
-    indexes: IndexSource,
-    count: int = 1,
-    concurrency: int = 1,
-    timeout: float = 10.0,
-) -> dict[str, Any]:
-    """POST ``count`` ALLIO webhooks to ``url``; returns the sender summary (blocking)."""
-    payloads = webhook_payloads(uuid, command, indexes, count)
-    return post_json(url, payloads, concurrency=concurrency, timeout=timeout)
-
-
 async def send_webhooks_async(
     url: str,
     uuid: str,
@@ -202,6 +189,21 @@ async def send_webhooks_async(
     """Async :func:`send_webhooks`."""
     payloads = webhook_payloads(uuid, command, indexes, count)
     return await post_json_async(url, payloads, concurrency=concurrency, timeout=timeout)
+
+
+def send_webhooks(
+    url: str,
+    uuid: str,
+    command: str,
+    indexes: IndexSource,
+    count: int = 1,
+    concurrency: int = 1,
+    timeout: float = 10.0,
+) -> dict[str, Any]:
+    """Blocking :func:`send_webhooks_async` (not callable inside a running event loop)."""
+    return asyncio.run(
+        send_webhooks_async(url, uuid, command, indexes, count, concurrency, timeout)
+    )
 
 
 def _parse_send_request(data: Any) -> dict[str, Any]:
