@@ -87,3 +87,52 @@ def test_migrations_match_table_definitions(engine) -> None:
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
     assert diff == []
+
+
+@pytest.mark.parametrize("empty_database_url", ["sqlite", "postgres"], indirect=True)
+def test_0002_moves_existing_tasks_onto_the_generic_queue(empty_database_url: str) -> None:
+    from datetime import UTC, datetime
+
+    from sqlalchemy import text
+
+    upgrade(empty_database_url, "0001")
+    engine = make_engine(empty_database_url)
+    now = datetime(2026, 11, 1, 12, tzinfo=UTC)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO integrations (id, provider, name, webhook_key, credentials, "
+                "settings, is_active) VALUES (1, 'allio', 'x', 'k', '{}', '{}', true)"
+            )
+        )
+        for task_id, command, entity, status, claimed in (
+            (1, "RESERVE_ADD", "reserve", 2, None),
+            (2, "RESERVE_DEL", "reserve", 0, None),
+            (3, "SPACE_CHANGED", "space", 0, None),
+            (4, "DEALCARD_MOD", "dealcard", 1, now),
+        ):
+            conn.execute(
+                text(
+                    "INSERT INTO allio_tasks (id, external_ids, status, created_at, entity, "
+                    "integration_id, command, attempts, claimed_at) "
+                    "VALUES (:id, '[1,2]', :status, :now, :entity, 1, :command, 0, :claimed)"
+                ),
+                {"id": task_id, "status": status, "now": now, "entity": entity,
+                 "command": command, "claimed": claimed},
+            )  # fmt: skip
+    upgrade(empty_database_url)
+    with engine.connect() as conn:
+        rows = {
+            r.id: r
+            for r in conn.execute(
+                text(
+                    "SELECT id, status, handler, error, ids_count, lease_expires_at "
+                    "FROM allio_tasks"
+                )
+            )
+        }
+    assert [rows[i].handler for i in (1, 2, 3, 4)] == ["sync", "delete", None, "sync"]
+    assert rows[3].status == 3 and rows[3].error == "unknown command SPACE_CHANGED"
+    assert rows[2].status == 0 and rows[2].ids_count == 2
+    assert rows[4].status == 1 and rows[4].lease_expires_at is not None
+    engine.dispose()
