@@ -380,3 +380,15 @@ def test_a_started_run_that_beats_blocks_a_second_live_run(crm, instance):
     add_webhook(engine, integ, "RESERVE_ADD", [1])
     assert not tick(url, instance).run_requests
     assert instance.get_run_by_id(alive.run_id).status == DagsterRunStatus.STARTED
+
+
+def test_retry_keys_keep_counting_past_many_runs(crm, instance, monkeypatch):
+    url, engine = crm
+    integ = add_allio(engine, BASE)
+    add_webhook(engine, integ, "RESERVE_ADD", [1])
+    first = tick(url, instance)
+    tags = dict(first.run_requests[0].tags)
+    monkeypatch.setattr(sensors_module, "RETRY_BACKOFF_SECONDS", (0,))
+    for _ in range(25):  # e.g. a day of runs that each ended with work still due
+        add_run(instance, DagsterRunStatus.SUCCESS, tags)
+    assert _run_key(tick(url, instance, cursor=first.cursor)).endswith(":retry-25")

@@ -120,9 +120,8 @@ def _retry_key(
     context: SensorEvaluationContext, job_name: str, base: str
 ) -> tuple[str | None, str | None]:
     """(run key for ``base``, or None with the reason to wait)."""
-    records = context.instance.get_run_records(
-        filters=RunsFilter(job_name=job_name, tags={SYNC_KEY: base}), limit=20
-    )
+    runs = RunsFilter(job_name=job_name, tags={SYNC_KEY: base})
+    records = context.instance.get_run_records(filters=runs, limit=len(RETRY_BACKOFF_SECONDS))
     if not records:
         return base, None
     failures = 0
@@ -136,7 +135,7 @@ def _retry_key(
     ended = last.end_time or last.update_timestamp.timestamp()
     if ended and datetime.now(UTC).timestamp() - ended < wait:
         return None, f"{base}: {failures} failed runs in a row; next try in ≤ {wait} s"
-    return f"{base}:retry-{len(records)}", None
+    return f"{base}:retry-{context.instance.get_runs_count(filters=runs)}", None
 
 
 def build_task_sensor(
