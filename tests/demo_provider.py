@@ -21,7 +21,13 @@ from crm_sync.fields import HttpUrl, Secret, setup_field
 from crm_sync.registry import ProviderSpec, RatePolicy
 from orchestration.core.sync_engine import StoreResult
 from webhook_receiver.stores import InboxRow, InboxTable, IntegrationEntry
-from webhook_receiver.webhooks import NO_HEADERS, Answer, WebhookHandler, answer
+from webhook_receiver.webhooks import (
+    NO_HEADERS,
+    STORE_ERRORS,
+    Answer,
+    WebhookHandler,
+    answer,
+)
 
 if TYPE_CHECKING:
     from webhook_receiver.app import Receiver
@@ -80,9 +86,10 @@ class DemoHandler(WebhookHandler):
         if not isinstance(payload, dict) or not isinstance(payload.get("ids"), list):
             return answer(422, "ids must be a list")
         values = (entry.id, "item", orjson.dumps(payload["ids"]).decode(), datetime.now(UTC))
-        row_id = await self.store_row(InboxRow(INBOX, values, entry.id))
-        if isinstance(row_id, tuple):
-            return row_id
+        try:
+            row_id = await self.store_row(InboxRow(INBOX, values, entry.id))
+        except STORE_ERRORS as exc:
+            return self.store_failed(exc)
         return 200, b'{"id":%d}' % row_id, NO_HEADERS
 
 

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 Headers = tuple[tuple[bytes, bytes], ...]
 Answer = tuple[int, bytes, Headers]
 NO_HEADERS: Headers = ()
+STORE_ERRORS = (StoreUnavailable, StoreError)
 CLOSE: Headers = ((b"connection", b"close"),)
 
 
@@ -64,7 +65,11 @@ class Deadlines:
 
     def watch(self, future: asyncio.Future[int], deadline: float) -> None:
         """Fail ``future`` with StoreUnavailable unless it is done by ``deadline``."""
-        self._waiting.append((deadline, future))
+        waiting = self._waiting
+        # Commits finish in order: drop the finished head now, so nothing is kept alive.
+        while waiting and waiting[0][1].done():
+            waiting.popleft()
+        waiting.append((deadline, future))
 
     def expire(self, now: float) -> int:
         """One tick's work; returns how many commits it failed."""
@@ -111,6 +116,11 @@ class WebhookHandler:
         """503 with `Retry-After`: the sender should try again."""
         return 503, error_body(message), self._retry_after
 
+    def cached_integration(self, key: str) -> IntegrationEntry | Answer | None:
+        """Like `integration`, from memory only (None: not cached); no await on the hot path."""
+        entry = self.cache.get(key)
+        return None if entry is None else self._usable(entry)
+
     async def integration(self, key: str) -> IntegrationEntry | Answer:
         """The active integration of this provider behind a webhook key, or the answer."""
         entry = self.cache.get(key)
@@ -119,6 +129,9 @@ class WebhookHandler:
                 entry = await self.cache.lookup(key)
             except StoreUnavailable:
                 return self.unavailable()
+        return self._usable(entry)
+
+    def _usable(self, entry: IntegrationEntry | None) -> IntegrationEntry | Answer:
         if entry is None or not entry.is_active or entry.provider != self.provider:
             return answer(404, "no active integration for this webhook URL")
         return entry
@@ -145,22 +158,25 @@ class WebhookHandler:
         except ClientGone:
             return answer(400, "client disconnected before the body was complete")
 
-    async def store_row(self, row: InboxRow) -> int | Answer:
-        """Store one inbox row; its id once committed, else the answer (503 / 500).
+    def store_row(self, row: InboxRow) -> asyncio.Future[int]:
+        """Queue one inbox row; the future gives its id once committed (await it inside
+        ``try: … except STORE_ERRORS as exc: return self.store_failed(exc)``).
 
-        The wait is bounded: a database that does not commit in time gets the request
-        a 503, and a row whose request gave up before its batch started is never written.
+        The wait is bounded: a database that does not commit in time fails the future
+        (a 503), and a row whose request gave up is never written. Not a coroutine: the
+        hot path awaits the store's future directly.
         """
         row.deadline = time.monotonic() + self.config.commit_timeout_seconds
         future = self.store.insert(row)
         if self.deadlines is not None:
             self.deadlines.watch(future, row.deadline)
-        try:
-            return await future
-        except StoreUnavailable as exc:
-            return self.unavailable(str(exc) or "database unavailable")
-        except StoreError:
+        return future
+
+    def store_failed(self, exc: BaseException) -> Answer:
+        """The answer for a row the store could not commit."""
+        if isinstance(exc, StoreError):
             return answer(500, "webhook could not be stored")
+        return self.unavailable(str(exc) or "database unavailable")
 
 
 class WebhookEndpoint:

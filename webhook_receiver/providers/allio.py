@@ -20,7 +20,13 @@ from crm_schema.providers.allio import allio_webhook
 from webhook_receiver.responses import error_body
 from webhook_receiver.security import constant_time_equals
 from webhook_receiver.stores import InboxRow, InboxTable, IntegrationEntry
-from webhook_receiver.webhooks import NO_HEADERS, Answer, WebhookHandler, answer
+from webhook_receiver.webhooks import (
+    NO_HEADERS,
+    STORE_ERRORS,
+    Answer,
+    WebhookHandler,
+    answer,
+)
 
 if TYPE_CHECKING:
     from webhook_receiver.app import Receiver
@@ -110,7 +116,8 @@ class AllioHandler(WebhookHandler):
     async def handle(self, scope: Scope, receive: Receive) -> Answer:
         """(status, JSON body, extra headers) for one webhook request."""
         received_at = datetime.now(UTC)
-        entry = await self.integration(scope["path_params"]["webhook_key"])
+        key = scope["path_params"]["webhook_key"]
+        entry = self.cached_integration(key) or await self.integration(key)
         if not isinstance(entry, IntegrationEntry):
             return entry
         body = await self.read_body(scope, receive)
@@ -143,9 +150,10 @@ class AllioHandler(WebhookHandler):
             ),
             entry.id,
         )
-        row_id = await self.store_row(row)
-        if isinstance(row_id, tuple):
-            return row_id
+        try:
+            row_id = await self.store_row(row)
+        except STORE_ERRORS as exc:
+            return self.store_failed(exc)
         return 200, b'{"status":"ok","id":%d}' % row_id, NO_HEADERS
 
 

@@ -188,13 +188,13 @@ class PostgresStore:
                 count = min(len(pending), limit)
                 batch = [pending.popleft() for _ in range(count)]
                 # A row is written only if its statement can end before its request gives
-                # up; the others get their 503 now (a 503 never leaves a row behind).
-                now, longest = time.monotonic(), self._config.statement_timeout_seconds + 0.5
-                late = [f for r, f in batch if not f.done() and not r.can_finish(now, longest)]
-                fail_all(late, StoreUnavailable("database did not commit in time"))
-                batch = [(r, f) for r, f in batch if not f.done()]
-                if not batch:
-                    continue
+                # up; the others get their 503 now (a 503 never leaves a row behind). Rows
+                # queue in arrival order, so when the oldest is in time, all are.
+                longest = self._config.statement_timeout_seconds + 0.5
+                if not batch[0][0].can_finish(time.monotonic(), longest):
+                    batch = self._drop_late(batch, longest)
+                    if not batch:
+                        continue
                 self._busy += 1
                 try:
                     conn = await self._write_batch(conn, batch)
@@ -204,6 +204,15 @@ class PostgresStore:
         finally:
             if conn is not None:
                 conn.terminate()
+
+    @staticmethod
+    def _drop_late(
+        batch: list[tuple[InboxRow, asyncio.Future[int]]], longest: float
+    ) -> list[tuple[InboxRow, asyncio.Future[int]]]:
+        now = time.monotonic()
+        late = [f for r, f in batch if not f.done() and not r.can_finish(now, longest)]
+        fail_all(late, StoreUnavailable("database did not commit in time"))
+        return [(r, f) for r, f in batch if not f.done()]
 
     async def _write_batch(
         self, conn: asyncpg.Connection | None, batch: list[tuple[InboxRow, asyncio.Future[int]]]
