@@ -16,7 +16,7 @@ on SQLite (crm_schema.engine), so two runs never hold the same task.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
@@ -669,12 +669,3 @@ class TaskQueue:
             ids_requested=int(window_row[2]),
             ids_missing=int(window_row[3]),
         )
-
-
-def merge_counts(*counts: Mapping[int, int]) -> dict[int, int]:
-    """Status counts added up."""
-    out: dict[int, int] = {}
-    for mapping in counts:
-        for status, n in mapping.items():
-            out[status] = out.get(status, 0) + n
-    return out

@@ -8,7 +8,7 @@ field says where it is stored (an `integrations` column, `credentials` or
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -72,19 +72,32 @@ def field_meta(model: type[BaseModel], name: str) -> dict[str, Any]:
     return dict(extra) if isinstance(extra, dict) else {}
 
 
-def validation_message(exc: BaseException, names: Mapping[str, str] | None = None) -> str:
-    """One line per problem, naming the field (as ``names`` spells it) — never the value."""
-    if not isinstance(exc, ValidationError):
-        return str(exc)
-    lines = []
+@dataclass(frozen=True)
+class Problem:
+    """One validation error: which field, what kind, what is wrong (never the value)."""
+
+    field: str
+    kind: str
+    message: str
+
+
+def problems(exc: ValidationError) -> list[Problem]:
+    """A pydantic error as problems, one per field."""
+    found = []
     for error in exc.errors(include_input=False, include_url=False):
-        loc = ".".join(str(p) for p in error["loc"]) or "value"
-        shown = (names or {}).get(str(error["loc"][0]), loc) if error["loc"] else loc
+        field = ".".join(str(p) for p in error["loc"]) or "value"
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown setting"
-        lines.append(f"{shown}: {message}")
-    return "; ".join(lines)
+        found.append(Problem(field, error["type"], message))
+    return found
+
+
+def validation_message(exc: BaseException) -> str:
+    """One line per problem, naming the field — never the value."""
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    return "; ".join(f"{p.field}: {p.message}" for p in problems(exc))
 
 
 def split_setup(setup: BaseModel) -> dict[str, Any]:

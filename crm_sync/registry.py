@@ -42,7 +42,6 @@ class RatePolicy:
     safety_margin: float = DEFAULT_SAFETY_MARGIN
     penalty_seconds: float = 1.0
     account_field: str | None = None
-    name: str = ""
 
     def __post_init__(self) -> None:
         if self.rate <= 0 or self.burst < 1 or not 0 <= self.safety_margin < 1:

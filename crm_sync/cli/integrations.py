@@ -16,7 +16,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 
 from crm_schema import integrations as integ
 from crm_sync.cli.common import connection, database_option
-from crm_sync.fields import field_meta, split_setup
+from crm_sync.fields import field_meta, problems, split_setup
 from crm_sync.registry import PROVIDERS, ProviderSpec, get_provider, provider_names
 from crm_sync.settings import get_settings
 
@@ -92,15 +92,13 @@ def _validate(model: type[BaseModel], values: dict[str, Any]) -> BaseModel:
     try:
         return model.model_validate(values)
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors(include_input=False, include_url=False):
-            name = str(error["loc"][0]) if error["loc"] else ""
-            message = error["msg"].removeprefix("Value error, ")
-            if error["type"] == "missing":
-                problems.append(f"Missing option '{_flag(name)}'")
-            else:
-                problems.append(f"Invalid value for '{_flag(name)}': {message}")
-        raise click.UsageError("; ".join(problems)) from None
+        lines = [
+            f"Missing option '{_flag(p.field)}'"
+            if p.kind == "missing"
+            else f"Invalid value for '{_flag(p.field)}': {p.message}"
+            for p in problems(exc)
+        ]
+        raise click.UsageError("; ".join(lines)) from None
 
 
 def _webhook_url(item: integ.Integration) -> str:
