@@ -77,7 +77,7 @@ def test_commands_become_tasks_and_one_run_is_requested(crm, instance):
         "DEALCARD_ADD": "dealcard",
         "DEALCARD_MOD": "dealcard",
         "DEALCARD_DEL": "dealcard",
-        "SPACE_CHANGED": "unknown",
+        "SPACE_CHANGED": "reserve",  # its indexes are reserve ids (seed 000)
         "SOMETHING_NEW": "unknown",
     }
     for cmd, webhook_id in webhook_ids.items():
@@ -116,7 +116,7 @@ def test_no_request_when_nothing_is_pending(crm, instance):
     # Only tasks that are never fetched: recorded, but no run is needed.
     integ = add_allio(engine, BASE)
     add_webhook(engine, integ, "RESERVE_DEL", [1])
-    last = add_webhook(engine, integ, "SPACE_CHANGED", [2])
+    last = add_webhook(engine, integ, "SOMETHING_NEW", [2])
     result = tick(url, instance, cursor=empty.cursor)
     assert not result.run_requests
     assert len(tasks(engine)) == 2

@@ -143,7 +143,13 @@ INVALID = [
     ({"command": "RESERVE_ADD\n", "indexes": [1.5]}, {"command", "indexes"}),
     ({"command": "1RESERVE", "indexes": ["12a"]}, {"command", "indexes"}),
     ({"command": "", "indexes": [-3]}, {"command", "indexes"}),
-    ({"command": "RESERVE_ADD", "indexes": list(range(1, 1002))}, {"indexes"}),
+    ({"command": "RESERVE_ADD", "indexes": "[1, 2"}, {"indexes"}),  # a string, not JSON
+    ({"command": "RESERVE_ADD", "indexes": '{"a": 1}'}, {"indexes"}),  # JSON, not a list
+    ({"command": "RESERVE_ADD", "indexes": '"[1]"'}, {"indexes"}),  # a list twice quoted
+    ({"command": "RESERVE_ADD", "indexes": "[]"}, {"indexes"}),
+    ({"command": "RESERVE_ADD", "indexes": ""}, {"indexes"}),
+    ({"command": "RESERVE_ADD", "indexes": "[1, 0]"}, {"indexes"}),  # then the list rules
+    ({"command": "reserve_add", "indexes": '["12a"]'}, {"command", "indexes"}),
     ({"command": "RESERVE_ADD", "indexes": [2**63]}, {"indexes"}),
     ({"command": "RESERVE_ADD", "indexes": [{"id": 1}]}, {"indexes"}),
     ({"command": "RESERVE_ADD", "indexes": ["٣"]}, {"indexes"}),  # non-ASCII digit
@@ -163,23 +169,128 @@ def test_invalid_fields_422_lists_every_one(database_url: str, engine) -> None:
             assert count_rows(engine, ROWS) == 0
 
 
-def test_largest_valid_webhook_accepted(database_url: str, engine) -> None:
+def test_more_than_1000_ids_accepted_all_kept(database_url: str, engine) -> None:
     integ = add_allio(engine)
-    indexes = [str(i) if i % 2 else i for i in range(1, 1001)]
+    indexes = [str(i) if i % 2 else i for i in range(1, 2501)]
     with serve_receiver(database_url) as base, httpx.Client(base_url=base) as client:
-        assert client.post(integ.webhook_path, json=webhook(integ, indexes)).status_code == 200
+        resp = client.post(integ.webhook_path, json=webhook(integ, indexes))
+        assert resp.status_code == 200, resp.text
     assert count_rows(engine, ROWS) == 1
-    assert rows(engine)[0].external_ids_array == "[" + ",".join(map(str, range(1, 1001))) + "]"
+    assert rows(engine)[0].external_ids_array == "[" + ",".join(map(str, range(1, 2501))) + "]"
+
+
+def test_ids_are_bounded_only_by_the_body_limit(database_url: str, engine) -> None:
+    integ = add_allio(engine)
+    limit = 16 * 1024
+    head = b'{"uuid": "%s", "command": "RESERVE_MOD", "indexes": [' % (
+        integ.integration_uuid.encode()
+    )
+    ids = b",".join(b"%d" % i for i in range(1, 3001))  # ~14 KB: 3,000 ids
+    body = head + ids + b"]}"
+    exact = body + b" " * (limit - len(body))  # trailing whitespace is valid JSON
+    assert len(exact) == limit
+    headers = {"content-type": "application/json"}
+    with (
+        serve_receiver(database_url, max_body_bytes=limit) as base,
+        httpx.Client(base_url=base) as client,
+    ):
+        over = assert_error(
+            client.post(integ.webhook_path, content=exact + b" ", headers=headers), 413
+        )
+        assert str(limit) in over["error"]
+        assert count_rows(engine, ROWS) == 0
+        resp = client.post(integ.webhook_path, content=exact, headers=headers)
+        assert resp.status_code == 200, resp.text
+    assert count_rows(engine, ROWS) == 1
+    assert rows(engine)[0].external_ids_array == "[" + ids.decode() + "]"
+
+
+def test_indexes_as_a_json_string_accepted(database_url: str, engine) -> None:
+    integ = add_allio(engine)
+    with serve_receiver(database_url) as base, httpx.Client(base_url=base) as client:
+        for indexes, stored in (
+            ("[111,222]", "[111,222]"),
+            (' [ 5, "6" ,7 ] ', "[5,6,7]"),
+            ("[" + ",".join(map(str, range(1, 1502))) + "]", None),
+        ):
+            resp = client.post(integ.webhook_path, json=webhook(integ, indexes))
+            assert resp.status_code == 200, resp.text
+            row = rows(engine)[-1]
+            assert row.id == resp.json()["id"]
+            expected = stored or "[" + ",".join(map(str, range(1, 1502))) + "]"
+            assert row.external_ids_array == expected
+    assert count_rows(engine, ROWS) == 3
+
+
+def test_json_without_content_type_accepted(database_url: str, engine) -> None:
+    integ = add_allio(engine)
+    good = httpx.Request("POST", "http://x", json=webhook(integ)).content
+    with serve_receiver(database_url) as base, httpx.Client(base_url=base) as client:
+        resp = client.post(integ.webhook_path, content=good)
+        assert "content-type" not in resp.request.headers
+        assert resp.status_code == 200, resp.text
+        assert count_rows(engine, ROWS) == 1
+        assert rows(engine)[0].external_ids_array == "[111,222]"
+        # Without a Content-Type the body still has to be JSON.
+        for content in (b"uuid=x&command=RESERVE_ADD", b""):
+            resp = client.post(integ.webhook_path, content=content)
+            assert "content-type" not in resp.request.headers
+            assert_error(resp, 400)
+    assert count_rows(engine, ROWS) == 1
 
 
 def test_content_type_not_json_415(database_url: str, engine) -> None:
     integ = add_allio(engine)
     good = httpx.Request("POST", "http://x", json=webhook(integ)).content
     with serve_receiver(database_url) as base, httpx.Client(base_url=base) as client:
-        for content_type in ("text/plain", "application/xml", "application/jsonx", "", None):
-            headers = {} if content_type is None else {"content-type": content_type}
+        for content_type in (
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "application/xml",
+            "application/jsonx",
+            "",  # present but naming no media type
+        ):
+            headers = {"content-type": content_type}
             assert_error(client.post(integ.webhook_path, content=good, headers=headers), 415)
-    assert count_rows(engine, ROWS) == 0
+            assert count_rows(engine, ROWS) == 0
+
+
+def test_uuid_compare_ignores_letter_case(database_url: str, engine) -> None:
+    lower = add_allio(engine, "lower", "0f8fad5b-d9cb-469f-a165-70867728950e")
+    upper = add_allio(engine, "upper", "7C9E6679-7425-40DE-944B-E07FC1F90AE7")
+    sent = ["0F8FAD5B-D9CB-469F-A165-70867728950E", "7c9e6679-7425-40De-944b-e07fc1f90ae7"]
+    with serve_receiver(database_url) as base, httpx.Client(base_url=base) as client:
+        for integ, uuid in zip((lower, upper), sent, strict=True):
+            resp = client.post(integ.webhook_path, json=webhook(integ, uuid=uuid))
+            assert resp.status_code == 200, resp.text
+        # Case is all that is forgiven: other characters still have to match exactly.
+        for integ, uuid in (
+            (lower, "0f8fad5b-d9cb-469f-a165-70867728950f"),
+            (lower, "0f8fad5b d9cb-469f-a165-70867728950e"),
+            (upper, upper.integration_uuid.replace("E", "\u0130")),
+            (lower, " 0f8fad5b-d9cb-469f-a165-70867728950e"),
+        ):
+            body = assert_error(
+                client.post(integ.webhook_path, json=webhook(integ, uuid=uuid)), 403
+            )
+            assert "uuid" in body["error"]
+    # The row keeps the uuid as the webhook sent it.
+    assert [(r.integration_id, r.integration_uuid) for r in rows(engine)] == [
+        (lower.id, sent[0]),
+        (upper.id, sent[1]),
+    ]
+
+
+def test_case_folding_is_ascii_only(database_url: str, engine) -> None:
+    integ = add_allio(engine, "kelvin", "uuid-k-0001")
+    with serve_receiver(database_url) as base, httpx.Client(base_url=base) as client:
+        # KELVIN SIGN lower-cases to "k" in Unicode; it must not stand in for a "k".
+        resp = client.post(integ.webhook_path, json=webhook(integ, uuid="uuid-\u212a-0001"))
+        assert_error(resp, 403)
+        resp = client.post(integ.webhook_path, json=webhook(integ, uuid="UUID-K-0001"))
+        assert resp.status_code == 200, resp.text
+    assert [r.integration_uuid for r in rows(engine)] == ["UUID-K-0001"]
 
 
 def test_default_body_limit_from_settings() -> None:

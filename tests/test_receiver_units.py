@@ -10,7 +10,7 @@ import pytest
 from crm_sync.redaction import UrlRedactionFilter, mask_webhook_path
 from webhook_receiver.config import ReceiverConfig
 from webhook_receiver.integration_cache import IntegrationCache
-from webhook_receiver.providers.allio import AllioWebhook, validate_allio
+from webhook_receiver.providers.allio import AllioWebhook, uuid_matches, validate_allio
 from webhook_receiver.security import constant_time_equals, is_json_content_type
 from webhook_receiver.stores import IntegrationEntry, StoreUnavailable
 
@@ -22,11 +22,39 @@ def test_validate_normalises_indexes() -> None:
 
 @pytest.mark.parametrize(
     "indexes",
-    [[True], [False], [0], [-1], [1.0], ["1.5"], [""], ["-1"], [" 1"], [None], [[1]], "1", 5],
+    [[True], [False], [0], [-1], [1.0], ["1.5"], [""], ["-1"], [" 1"], [None], [[1]], "1", 5]
+    + ["", "[", "[1,]", "null", '{"a": 1}', '"[1]"', "[]", "[0]", "[true]", "[1.5]", [], {}],
 )
 def test_validate_refuses_bad_indexes(indexes: object) -> None:
     result = validate_allio({"uuid": "u", "command": "RESERVE_ADD", "indexes": indexes})
     assert isinstance(result, list) and [p["field"] for p in result] == ["indexes"]
+
+
+def test_validate_takes_any_number_of_indexes_and_json_strings() -> None:
+    many = list(range(1, 5001))
+    assert validate_allio({"uuid": "u", "command": "RESERVE_ADD", "indexes": many}) == (
+        AllioWebhook("u", "RESERVE_ADD", many)
+    )
+    as_string = validate_allio({"uuid": "u", "command": "SPACE_CHANGED", "indexes": '[1,"22"]'})
+    assert as_string == AllioWebhook("u", "SPACE_CHANGED", [1, 22])
+
+
+@pytest.mark.parametrize(
+    "given,expected,ok",
+    [
+        ("0f8fad5b-d9cb-469f", "0F8FAD5B-D9CB-469F", True),
+        ("ABC-def", "abc-DEF", True),
+        ("abc", "abc", True),
+        ("abc", "abd", False),
+        ("abc", "abc ", False),
+        ("\u212a", "k", False),  # KELVIN SIGN: str.lower() would make it "k"
+        ("\u0130", "i", False),
+        ("é", "É", False),  # only ASCII letters fold
+        ("abc", None, False),
+    ],
+)
+def test_uuid_matches_ignores_ascii_case_only(given: str, expected: str | None, ok: bool) -> None:
+    assert uuid_matches(given, expected) is ok
 
 
 @pytest.mark.parametrize(

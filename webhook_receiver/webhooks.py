@@ -139,14 +139,18 @@ class WebhookHandler:
     async def read_body(
         self, scope: Scope, receive: Receive, *, json_required: bool = True
     ) -> bytes | Answer:
-        """The body, within the size limit and (when required) sent as JSON."""
+        """The body, within the size limit and (when required) sent as JSON.
+
+        ``json_required``: a `Content-Type` that is sent must be JSON (415 otherwise);
+        a request without one is read all the same — the handler's JSON parse decides.
+        """
         content_type = content_length = None
         for name, value in scope["headers"]:
             if name == b"content-type":
                 content_type = value
             elif name == b"content-length":
                 content_length = value
-        if json_required and not is_json_content_type(content_type):
+        if json_required and content_type is not None and not is_json_content_type(content_type):
             return answer(415, "Content-Type must be application/json")
         try:
             declared = parse_content_length(content_length)

@@ -1,7 +1,11 @@
 """ALLIO webhooks: payload validation and the handler of `POST /webhooks/allio/{key}`.
 
-Body: `{"uuid": "<integration uuid>", "command": "RESERVE_ADD", "indexes": [111, 222]}`.
-Unknown commands are stored (the sync decides what to do with them).
+Body: `{"uuid": "<integration uuid>", "command": "RESERVE_ADD", "indexes": [111, 222]}`,
+taken as ALLIO may send it: `indexes` may also be a JSON string holding the list
+(`"[111,222]"`), any number of ids (only the body size limit bounds them; the sync
+splits them into tasks of at most 1,000), no `Content-Type` at all (a present one must
+be JSON), and `uuid` in any letter case. Unknown commands are stored (the sync ends
+their tasks in 3, saying why).
 """
 
 from __future__ import annotations
@@ -39,10 +43,15 @@ INBOX = InboxTable(
     ("integration_uuid", "command", "external_ids_array", "created_at", "integration_id"),
 )
 COMMAND_PATTERN = "^[A-Z][A-Z_]{0,63}$"
-MAX_INDEXES = 1000
 MAX_INDEX = 2**63 - 1  # BIGINT on the ALLIO side; also keeps digit strings bounded
 _COMMAND = re.compile(r"[A-Z][A-Z_]{0,63}")
-_INDEXES_RULE = f"must be a non-empty list of at most {MAX_INDEXES} positive integers"
+_INDEXES_RULE = (
+    "must be a non-empty list of positive integers or digit strings "
+    "(or a JSON string holding such a list)"
+)
+# ASCII letters only: a uuid compare that ignores case must not fold other characters
+# (str.lower maps the Kelvin sign to "k").
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +74,23 @@ def _index_value(item: object) -> int | None:
     return value if 0 < value <= MAX_INDEX else None
 
 
+def uuid_matches(given: str, expected: str | None) -> bool:
+    """`uuid` against the integration's, ignoring ASCII letter case, in constant time."""
+    if expected is None:
+        return False
+    return constant_time_equals(given.translate(_ASCII_LOWER), expected.translate(_ASCII_LOWER))
+
+
+def _index_list(raw: object) -> list[Any] | None:
+    """`indexes` as a list: a list, or a JSON string holding one; None otherwise."""
+    if isinstance(raw, str):
+        try:
+            raw = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return None
+    return raw if isinstance(raw, list) else None
+
+
 def validate_allio(payload: dict[str, Any]) -> AllioWebhook | list[dict[str, str]]:
     """The validated webhook, or every problem found as `[{"field", "error"}]`."""
     problems: list[dict[str, str]] = []
@@ -84,13 +110,18 @@ def validate_allio(payload: dict[str, Any]) -> AllioWebhook | list[dict[str, str
         problems.append({"field": "command", "error": f"must match {COMMAND_PATTERN}"})
 
     raw = payload.get("indexes")
+    items = None if raw is None else _index_list(raw)
     indexes: list[int] = []
     if raw is None:
         problems.append({"field": "indexes", "error": "required"})
-    elif not isinstance(raw, list) or not raw or len(raw) > MAX_INDEXES:
-        problems.append({"field": "indexes", "error": f"{_INDEXES_RULE} or digit strings"})
+    elif not items:
+        problems.append({"field": "indexes", "error": _INDEXES_RULE})
     else:
-        for position, item in enumerate(raw):
+        append = indexes.append
+        for position, item in enumerate(items):
+            if type(item) is int and 0 < item <= MAX_INDEX:  # the common case, inline
+                append(item)
+                continue
             value = _index_value(item)
             if value is None:
                 problems.append(
@@ -101,7 +132,7 @@ def validate_allio(payload: dict[str, Any]) -> AllioWebhook | list[dict[str, str
                     }
                 )
                 break
-            indexes.append(value)
+            append(value)
 
     if problems:
         return problems
@@ -131,7 +162,7 @@ class AllioHandler(WebhookHandler):
             return answer(400, "body must be a JSON object")
 
         uuid = payload.get("uuid")
-        if isinstance(uuid, str) and not constant_time_equals(uuid, entry.integration_uuid):
+        if isinstance(uuid, str) and not uuid_matches(uuid, entry.integration_uuid):
             log.warning("allio webhook with a wrong uuid for integration %s", entry.id)
             return answer(403, "uuid does not match this integration")
         webhook = validate_allio(payload)
