@@ -1,4 +1,5 @@
-"""ALLIO emulator over real HTTP: records, auth, paging, quota, log, faults, webhooks."""
+"""ALLIO emulator over real HTTP: records and their spelling variants, auth, paging, quota,
+log, faults, webhooks."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 
 import httpx
 import orjson
@@ -21,13 +23,23 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from provider_emulators import allio, faults, framework
-from provider_emulators.allio.records import BAD_PHONES, make_record, person
+from provider_emulators.allio.records import (
+    ALL_VARIANTS,
+    BAD_PHONES,
+    make_record,
+    person,
+    variants_of,
+)
 from provider_emulators.cli import emulate
 from provider_emulators.testing import free_port, running_server
 
 TOKEN = "test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 STAMP = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
+ZONED = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}[+-]\d{2}:\d{2}$")
+MOSCOW = timezone(timedelta(hours=3))
+TIMES = ("till", "updated_at", "created")
+PERSON_KEY = {"reserve": "client", "dealcard": "buyer"}
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +99,7 @@ def test_dealcards_have_buyer_and_clients_repeat(emu):
     assert {"sum", "stage"} <= set(deal)
     a, b = fetch(client, "reserve", [5, 5 + 997])["data"]
     assert a["client"] == b["client"] == person(100005)
-    assert deal["buyer"] == person(100007)
+    assert deal["buyer"] == person(100007) | {"id": "100007"}  # id % 10 == 7: a text id
 
 
 def test_phones_mostly_valid_some_garbage():
@@ -106,6 +118,162 @@ def test_absent_ids(emu):
     body = fetch(client, "reserve", [0, -5, 3, 3, 7])
     assert [r["id"] for r in body["data"]] == [3, 7] and body["total"] == 2
     assert fetch(client, "dealcard", [])["data"] == []
+
+
+# ---- spelling variants -------------------------------------------------------------------
+
+
+def _instant(stamp: str) -> datetime:
+    """A zone-less ALLIO time is Moscow time; a zoned one carries its offset."""
+    parsed = datetime.fromisoformat(stamp)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=MOSCOW)
+
+
+def _unvaried(entity: str, record: dict) -> dict:
+    """``record`` respelled the plain way: bool flag, zone-less Moscow times, int ids."""
+    plain = dict(record, id=int(record["id"]))
+    agency = record["manager"]["is_agency"]
+    if isinstance(agency, str):
+        plain["manager"] = dict(record["manager"], is_agency={"TRUE": True, "FALSE": False}[agency])
+    for key in TIMES:
+        moscow = _instant(record[key]).astimezone(MOSCOW).replace(tzinfo=None)
+        plain[key] = moscow.strftime("%Y-%m-%d %H:%M:%S")
+    key = PERSON_KEY[entity]
+    if key in record:
+        plain[key] = dict(record[key], id=int(record[key]["id"]))
+    return plain
+
+
+def _list_all(client: httpx.Client, entity: str, ids: list[int]) -> list[dict]:
+    data = []
+    for start in range(0, len(ids), 100):
+        body = fetch(client, entity, ids[start : start + 100])
+        assert body["total"] == len(ids[start : start + 100])
+        data += body["data"]
+    return data
+
+
+VARIANT_IDS = list(range(1, 301))
+
+
+@pytest.mark.parametrize("entity", ["reserve", "dealcard"])
+def test_variants_appear_and_only_respell(emu, entity):
+    _, client = emu
+    data = _list_all(client, entity, VARIANT_IDS)
+    assert [int(r["id"]) for r in data] == VARIANT_IDS  # every id is still there, in order
+    seen: dict[str, list[int]] = {name: [] for name in ALL_VARIANTS}
+    offsets = set()
+    for i, rec in zip(VARIANT_IDS, data, strict=True):
+        plain = make_record(entity, i, variants=False)
+        has = variants_of(entity, i)
+        agency = rec["manager"]["is_agency"]
+        if isinstance(agency, str):
+            seen["agency_text"].append(i)
+            assert agency == ("TRUE" if plain["manager"]["is_agency"] else "FALSE")
+        else:
+            assert isinstance(agency, bool)
+        if ZONED.match(rec["till"]):
+            seen["zoned_times"].append(i)
+            assert all(ZONED.match(rec[k]) for k in TIMES)
+            offsets.add(rec["till"][-6:])
+        else:
+            assert all(STAMP.match(rec[k]) for k in TIMES)
+        for key in TIMES:  # the same instant, only spelled differently
+            assert _instant(rec[key]) == _instant(plain[key]), (i, key)
+        person_key = PERSON_KEY[entity]
+        if person_key not in rec:
+            seen["no_client"].append(i)
+        elif isinstance(rec[person_key]["id"], str):
+            seen["text_person_id"].append(i)
+            assert rec[person_key]["id"] == str(plain[person_key]["id"])
+        if isinstance(rec["id"], str):
+            seen["text_id"].append(i)
+            assert rec["id"] == str(i)
+        else:
+            assert type(rec["id"]) is int
+        expected = {k: v for k, v in plain.items() if k != person_key or person_key in rec}
+        assert _unvaried(entity, rec) == expected
+        assert {name for name, ids in seen.items() if i in ids} == has, i
+
+    assert seen["agency_text"] == [i for i in VARIANT_IDS if i % 6 == 3]
+    assert seen["zoned_times"] == [i for i in VARIANT_IDS if i % 7 == 2]
+    assert seen["text_id"] == [i for i in VARIANT_IDS if i % 9 == 5]
+    assert seen["text_person_id"] == [i for i in VARIANT_IDS if i % 10 == 7]  # all odd
+    if entity == "reserve":
+        assert seen["no_client"] == [i for i in VARIANT_IDS if i % 8 == 4]
+    else:
+        assert seen["no_client"] == []  # deal cards always keep their buyer
+    assert {"+03:00", "+05:00"} <= offsets
+    for name, ids in seen.items():  # each a stable minority
+        if ids:
+            assert 1 / 12 < len(ids) / len(VARIANT_IDS) < 1 / 4, name
+    assert {"TRUE", "FALSE"} <= {r["manager"]["is_agency"] for r in data}
+
+
+def test_seed_example_reads_like_the_seed(emu):
+    _, client = emu
+    rec = fetch(client, "reserve", [5421])["data"][0]
+    assert rec["id"] == 5421 and STAMP.match(rec["till"]) and STAMP.match(rec["updated_at"])
+    assert rec["manager"]["is_agency"] == "FALSE" and type(rec["client"]["id"]) is int
+
+
+def test_variants_are_deterministic_across_emulators():
+    bodies = []
+    for seed in (1, 2):
+        app = allio.create_app(token=TOKEN, quota_per_second=None, seed=seed)
+        with running_server(app) as url, httpx.Client(base_url=url, headers=AUTH) as client:
+            bodies.append(
+                [
+                    client.post(f"/{entity}/list", json={"indexes": VARIANT_IDS[:100]}).content
+                    for entity in ("reserve", "dealcard")
+                ]
+            )
+    assert bodies[0] == bodies[1]
+    reserves = orjson.loads(bodies[0][0])["data"]
+    assert reserves == [make_record("reserve", i) for i in VARIANT_IDS[:100]]
+    assert {name for i in VARIANT_IDS[:100] for name in variants_of("reserve", i)} == ALL_VARIANTS
+
+
+def _is_plain(rec: dict, entity: str) -> bool:
+    return (
+        type(rec["id"]) is int
+        and isinstance(rec["manager"]["is_agency"], bool)
+        and all(STAMP.match(rec[k]) for k in TIMES)
+        and type(rec[PERSON_KEY[entity]]["id"]) is int
+    )
+
+
+def test_variants_off_gives_the_plain_spelling():
+    app = allio.create_app(token=TOKEN, quota_per_second=None, variants=False)
+    with running_server(app) as url, httpx.Client(base_url=url, headers=AUTH) as client:
+        for entity in ("reserve", "dealcard"):
+            data = fetch(client, entity, VARIANT_IDS[:100])["data"]
+            assert all(_is_plain(rec, entity) for rec in data)
+            assert data == [make_record(entity, i, variants=False) for i in VARIANT_IDS[:100]]
+    with pytest.raises(ValueError, match="unknown variants: nope"):
+        make_record("reserve", 1, variants=["nope"])
+
+
+def test_admin_variants_knob(emu):
+    _, client = emu
+    everything = sorted(ALL_VARIANTS)
+    assert client.get("/_admin/variants").json() == {
+        "variants": everything,
+        "available": everything,
+    }
+    assert client.put("/_admin/variants", json={"variants": False}).json()["variants"] == []
+    assert all(_is_plain(r, "reserve") for r in fetch(client, "reserve", VARIANT_IDS[:60])["data"])
+    only = client.put("/_admin/variants", json={"variants": ["no_client"]}).json()
+    assert only["variants"] == ["no_client"]
+    data = fetch(client, "reserve", [4, 5, 9])["data"]  # 4: no client; 5 text id, 9 zoned
+    assert "client" not in data[0] and data[1]["id"] == 5 and STAMP.match(data[2]["till"])
+    for bad in ({"variants": ["nope"]}, {"variants": "no_client"}, {}, [True]):
+        assert client.put("/_admin/variants", json=bad).status_code == 400
+    assert client.put("/_admin/variants", content=b"{x").status_code == 400
+    assert client.delete("/_admin/variants").json()["variants"] == everything
+    client.put("/_admin/variants", json={"variants": False})
+    client.delete("/_admin/records")  # a records reset restores the default variants too
+    assert fetch(client, "reserve", [5])["data"][0]["id"] == "5"
 
 
 # ---- auth, validation, paging ------------------------------------------------------------
@@ -148,7 +316,7 @@ def test_paging(emu):
     pages = [fetch(client, "reserve", ids, limit=100, offset=off) for off in (0, 100, 200)]
     assert [len(p["data"]) for p in pages] == [100, 100, 50]
     assert all(p["total"] == 250 for p in pages)
-    assert [r["id"] for p in pages for r in p["data"]] == ids
+    assert [int(r["id"]) for p in pages for r in p["data"]] == ids  # some ids are text
     assert fetch(client, "reserve", ids, offset=300) == {"success": True, "data": [], "total": 250}
     assert len(fetch(client, "reserve", ids, limit=7)["data"]) == 7
 

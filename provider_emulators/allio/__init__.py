@@ -1,4 +1,9 @@
-"""ALLIO emulator: the API (`app`), its records, `crm-sync emulate allio…` and the demo."""
+"""ALLIO emulator: the API (`app`), its records, `crm-sync emulate allio…` and the demo.
+
+Records (`records`) are deterministic by id, in the seed's spelling except on a stable
+minority that carries ALLIO's other spellings (string booleans and ids, zoned times,
+reserves without a client); `create_app(variants=False)` turns those off.
+"""
 
 from provider_emulators.allio.app import (
     COMMANDS,

@@ -2,6 +2,15 @@
 
 Quota: 2 accepted requests per source IP in any 1-second window; over it → 429
 ``Retry-After: 1`` ``{"success": false, "error": "too_many_requests"}``.
+
+Records come from :mod:`provider_emulators.allio.records`: mostly the seed's spelling,
+with a stable minority of spelling variants (``is_agency`` as ``"TRUE"``/``"FALSE"``,
+times with a zone offset, reserves without ``client``, ids as digit strings).
+
+Admin, besides the framework's: ``/_admin/records/{entity}/{id}`` (GET / PUT / DELETE
+one record), ``DELETE /_admin/records`` (drop overrides, default variants back),
+``/_admin/variants`` (GET; PUT ``{"variants": true | false | [names]}``; DELETE = the
+default) and ``POST /_admin/send_webhooks``.
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from provider_emulators.allio.records import ENTITIES, RecordStore
+from provider_emulators.allio.records import ALL_VARIANTS, ENTITIES, RecordStore
 from provider_emulators.framework import (
     ADMIN_PREFIX,
     ProviderProfile,
@@ -140,6 +149,33 @@ async def _admin_reset_records(request: Request) -> Response:
     return json_response({"reset": request.app.state.records.reset()})
 
 
+def _variants_body(store: RecordStore) -> Response:
+    return json_response({"variants": sorted(store.variants), "available": sorted(ALL_VARIANTS)})
+
+
+async def _admin_variants(request: Request) -> Response:
+    """Which spelling variants generated records get (overrides are served as stored)."""
+    store: RecordStore = request.app.state.records
+    if request.method == "DELETE":
+        store.set_variants(store.default_variants)
+    elif request.method == "PUT":
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            return admin_error("invalid JSON body")
+        wanted = body.get("variants") if isinstance(body, dict) else None
+        valid = isinstance(wanted, bool) or (
+            isinstance(wanted, list) and all(isinstance(v, str) for v in wanted)
+        )
+        if not valid:
+            return admin_error('body must be {"variants": true | false | [names]}')
+        try:
+            store.set_variants(wanted)
+        except ValueError as exc:
+            return admin_error(str(exc))
+    return _variants_body(store)
+
+
 def random_indexes(
     seed: int | None = None, max_id: int = 100_000, max_len: int = 5
 ) -> Iterator[list[int]]:
@@ -241,13 +277,18 @@ async def _admin_send_webhooks(request: Request) -> Response:
 
 
 def create_app(
-    token: str = DEFAULT_TOKEN, quota_per_second: int | None = 2, seed: int = 0
+    token: str = DEFAULT_TOKEN,
+    quota_per_second: int | None = 2,
+    seed: int = 0,
+    variants: bool | Iterable[str] = True,
 ) -> Starlette:
     """The ALLIO emulator app; ``quota_per_second`` None or 0 disables the quota.
 
+    ``variants``: the records' spelling variants, True (all, the default), False (the
+    plain seed spelling everywhere) or the names to keep (see ``records.VARIANTS``).
     ``app.state.emulator`` is the framework state, ``app.state.records`` the record store.
     """
-    store = RecordStore()
+    store = RecordStore(variants)
     routes = [
         Route(f"/{entity}/list", _list_endpoint(entity, token, store), methods=["POST"])
         for entity in ENTITIES
@@ -259,6 +300,7 @@ def create_app(
             _admin_record,
             methods=["GET", "PUT", "DELETE"],
         ),
+        Route(f"{ADMIN_PREFIX}/variants", _admin_variants, methods=["GET", "PUT", "DELETE"]),
         Route(f"{ADMIN_PREFIX}/send_webhooks", _admin_send_webhooks, methods=["POST"]),
     ]
     app = build_app(

@@ -4,6 +4,27 @@ Every positive id exists. People (``client`` / ``buyer``) are derived from the p
 id ``100000 + id % 997``, so the same person recurs with the same name and phone
 across reserves and deal cards. About 9% of people have a garbage phone
 (``"#ERROR!"``, ``""`` or ``"12"``); the rest are Russian mobiles in assorted formats.
+
+Times are ALLIO's zone-less ``"2025-10-30 20:08:10"``, Moscow local time (+03:00).
+
+Spelling variants, as a real ALLIO sends them, on a stable minority of records chosen
+by id arithmetic (the same for both entities, reproducible across emulators; see
+``VARIANTS``). They change how a value is written, never what it means:
+
+- ``agency_text`` (``id % 6 == 3``): ``manager.is_agency`` is ``"TRUE"`` / ``"FALSE"``
+  (the seed's own spelling) instead of a JSON boolean;
+- ``zoned_times`` (``id % 7 == 2``): ``till``, ``updated_at`` and ``created`` are ISO
+  8601 with an offset, e.g. ``"2025-10-30T22:08:10+05:00"``: the same instant as the
+  zone-less Moscow time, written in ``+03:00``, ``+05:00``, ``+04:00`` or ``+00:00``
+  (cycling with ``id // 7``);
+- ``no_client`` (reserves only, ``id % 8 == 4``): no ``client`` key at all (deal cards
+  always keep their ``buyer``);
+- ``text_id`` (``id % 9 == 5``): the record's ``id`` is a digit string (``"1234"``);
+- ``text_person_id`` (``id % 10 == 7``): ``client.id`` / ``buyer.id`` is a digit string.
+
+Id 5421, the seed's example, reads like the seed: int ids, zone-less times and
+``is_agency`` as ``"FALSE"``. ``make_record(..., variants=False)`` (or
+``RecordStore(variants=...)`` / ``create_app(variants=...)``) turns them off.
 """
 
 from __future__ import annotations
@@ -12,7 +33,8 @@ import copy
 import hashlib
 import random
 import threading
-from datetime import datetime, timedelta
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 ENTITIES = ("reserve", "dealcard")
@@ -41,6 +63,20 @@ _PHONE_FORMATS = (
 )
 _BASE = datetime(2025, 1, 1, 9, 0, 0)
 _FMT = "%Y-%m-%d %H:%M:%S"
+MOSCOW = timezone(timedelta(hours=3))
+ZONE_OFFSETS = (3, 5, 4, 0)  # hours east of UTC, for `zoned_times` records
+TIME_FIELDS = ("till", "updated_at", "created")
+
+VariantRule = Callable[[str, int], bool]
+#: Spelling variant → which (entity, id) get it.
+VARIANTS: dict[str, VariantRule] = {
+    "agency_text": lambda entity, i: i % 6 == 3,
+    "zoned_times": lambda entity, i: i % 7 == 2,
+    "no_client": lambda entity, i: entity == "reserve" and i % 8 == 4,
+    "text_id": lambda entity, i: i % 9 == 5,
+    "text_person_id": lambda entity, i: i % 10 == 7,
+}
+ALL_VARIANTS = frozenset(VARIANTS)
 
 
 def _rng(kind: str, key: int) -> random.Random:
@@ -157,21 +193,93 @@ def dealcard(record_id: int) -> dict[str, Any]:
 
 
 _BUILDERS = {"reserve": reserve, "dealcard": dealcard}
+_PERSON_KEY = {"reserve": "client", "dealcard": "buyer"}
 
 
-def make_record(entity: str, record_id: int) -> dict[str, Any] | None:
-    """The generated record, or None for a non-positive id."""
+def zoned(stamp: str, offset_hours: int) -> str:
+    """A zone-less Moscow time as the same instant in ISO 8601 with ``offset_hours``."""
+    moscow = datetime.strptime(stamp, _FMT).replace(tzinfo=MOSCOW)
+    return moscow.astimezone(timezone(timedelta(hours=offset_hours))).isoformat()
+
+
+def variants_of(entity: str, record_id: int) -> frozenset[str]:
+    """The spelling variants a generated record has (before any is turned off)."""
+    return frozenset(name for name, rule in VARIANTS.items() if rule(entity, record_id))
+
+
+def apply_variants(entity: str, record: dict[str, Any], names: Iterable[str]) -> dict[str, Any]:
+    """``record`` (as built, int id) respelled by the variants ``names`` that it has."""
+    record_id = record["id"]
+    chosen = variants_of(entity, record_id) & set(names)
+    person_key = _PERSON_KEY[entity]
+    if "agency_text" in chosen:
+        agency = record["manager"]["is_agency"]
+        record["manager"] = dict(record["manager"], is_agency="TRUE" if agency else "FALSE")
+    if "zoned_times" in chosen:
+        offset = ZONE_OFFSETS[(record_id // 7) % len(ZONE_OFFSETS)]
+        for key in TIME_FIELDS:
+            record[key] = zoned(record[key], offset)
+    if "no_client" in chosen:
+        del record[person_key]
+    if "text_person_id" in chosen and person_key in record:
+        record[person_key] = dict(record[person_key], id=str(record[person_key]["id"]))
+    if "text_id" in chosen:
+        record["id"] = str(record_id)
+    return record
+
+
+def _variant_names(variants: bool | Iterable[str]) -> frozenset[str]:
+    if variants is True:
+        return ALL_VARIANTS
+    if variants is False:
+        return frozenset()
+    names = frozenset([variants] if isinstance(variants, str) else variants)
+    unknown = names - ALL_VARIANTS
+    if unknown:
+        raise ValueError(f"unknown variants: {', '.join(sorted(unknown))}")
+    return names
+
+
+def make_record(
+    entity: str, record_id: int, variants: bool | Iterable[str] = True
+) -> dict[str, Any] | None:
+    """The generated record, or None for a non-positive id.
+
+    ``variants``: True (every spelling variant the id has), False (none: the plain
+    seed spelling) or the variant names to keep.
+    """
     if record_id < 1:
         return None
-    return _BUILDERS[entity](record_id)
+    return apply_variants(entity, _BUILDERS[entity](record_id), _variant_names(variants))
 
 
 class RecordStore:
-    """Generated records plus admin overrides (replaced or deleted ids)."""
+    """Generated records plus admin overrides (replaced or deleted ids).
 
-    def __init__(self) -> None:
+    ``variants`` (see :func:`make_record`) is the default; ``set_variants`` changes it
+    until ``reset``.
+    """
+
+    def __init__(self, variants: bool | Iterable[str] = True) -> None:
         self._overrides: dict[tuple[str, int], dict[str, Any] | None] = {}
         self._lock = threading.Lock()
+        self._default_variants = _variant_names(variants)
+        self._variants = self._default_variants
+
+    @property
+    def variants(self) -> frozenset[str]:
+        return self._variants
+
+    @property
+    def default_variants(self) -> frozenset[str]:
+        return self._default_variants
+
+    def set_variants(self, variants: bool | Iterable[str]) -> frozenset[str]:
+        """Which spelling variants generated records get from now on; ValueError if unknown."""
+        names = _variant_names(variants)
+        with self._lock:
+            self._variants = names
+        return names
 
     def exists(self, entity: str, record_id: int) -> bool:
         with self._lock:
@@ -184,7 +292,7 @@ class RecordStore:
             if (entity, record_id) in self._overrides:
                 found = self._overrides[(entity, record_id)]
                 return copy.deepcopy(found) if found is not None else None
-        return make_record(entity, record_id)
+        return make_record(entity, record_id, self._variants)
 
     def put(self, entity: str, record_id: int, record: dict[str, Any]) -> dict[str, Any]:
         stored = dict(record)
@@ -198,7 +306,9 @@ class RecordStore:
             self._overrides[(entity, record_id)] = None
 
     def reset(self) -> int:
+        """Drop every override and restore the default variants; returns the overrides dropped."""
         with self._lock:
             count = len(self._overrides)
             self._overrides.clear()
+            self._variants = self._default_variants
             return count
