@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.engine.url import URL
 
 from crm_sync.settings import get_settings
+
+# JSON columns hold UTF-8 text: an analyst reading custom_fields sees "Менеджер 7",
+# not escapes such as \u041c.
+json_dumps = partial(json.dumps, ensure_ascii=False)
 
 
 class DatabaseUrlError(ValueError):
@@ -47,9 +53,11 @@ def make_engine(raw_url: str | None = None, **kwargs: object) -> Engine:
 
     SQLite gets WAL, a busy timeout and a created parent folder; PostgreSQL gets
     psycopg2 with pre-ping so a restarted server does not break long-lived processes.
+    JSON columns are written as UTF-8, not ASCII escapes.
     """
     settings = get_settings()
     url = normalize_url(raw_url or settings.database_url)
+    kwargs.setdefault("json_serializer", json_dumps)
     if url.get_backend_name() == "sqlite":
         path = sqlite_path(url)
         if path is not None:

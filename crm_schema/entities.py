@@ -1,4 +1,5 @@
-"""Upserts and tombstones for synced CRM entities, keyed by (integration, external_id).
+"""Upserts and tombstones for synced CRM entities, keyed by their table's unique key:
+(integration, external_id), or (integration, role, external_id) for contacts.
 
 An older provider snapshot never overwrites a newer one: the update only
 applies when the incoming `source_version` is not older than the stored one.
@@ -10,29 +11,37 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, func, or_, select, update
+from sqlalchemy import Connection, Table, UniqueConstraint, func, or_, select, update
 
 from crm_schema.engine import dialect_insert
 
-KEY = ("integration_id", "external_id")
+
+def entity_key(table: Table) -> tuple[str, ...]:
+    """The columns of the table's unique key that holds `external_id`."""
+    for constraint in table.constraints:
+        if isinstance(constraint, UniqueConstraint) and "external_id" in constraint.columns:
+            return tuple(c.name for c in constraint.columns)
+    raise ValueError(f"{table.name} has no unique key on external_id")
 
 
 def upsert_entities(
     conn: Connection, table: Table, rows: Sequence[dict[str, Any]], synced_at: datetime
 ) -> dict[str, int]:
-    """Insert or update rows (each with integration_id and external_id).
+    """Insert or update rows (each with every column of the table's key).
 
-    Returns {external_id: row id} for every row now stored (for linking).
+    Returns {external_id: row id} for every row now stored (for linking); rows of one
+    call share the key's other values (one integration, one contact role).
     Rows that reappear lose their tombstone: the provider has them again.
     """
     if not rows:
         return {}
+    key = entity_key(table)
     values = [dict(r, synced_at=synced_at, deleted_at=None) for r in rows]
     stmt = dialect_insert(conn)(table)
     updatable = {
         c.name: stmt.excluded[c.name]
         for c in table.columns
-        if c.name not in ("id", *KEY) and c.name in values[0]
+        if c.name not in ("id", *key) and c.name in values[0]
     }
     newer = or_(
         table.c.source_version.is_(None),
@@ -40,13 +49,11 @@ def upsert_entities(
         stmt.excluded.source_version >= table.c.source_version,
     )
     conn.execute(
-        stmt.on_conflict_do_update(index_elements=list(KEY), set_=updatable, where=newer), values
+        stmt.on_conflict_do_update(index_elements=list(key), set_=updatable, where=newer), values
     )
-    integration_ids = {r["integration_id"] for r in rows}
-    external_ids = [r["external_id"] for r in rows]
     found = conn.execute(
         select(table.c.id, table.c.external_id).where(
-            table.c.integration_id.in_(integration_ids), table.c.external_id.in_(external_ids)
+            *(table.c[name].in_({r[name] for r in rows}) for name in key)
         )
     )
     return {r.external_id: r.id for r in found}

@@ -133,7 +133,9 @@ def entity_columns() -> list:
         Column("external_id", String(64), nullable=False),
         Column("custom_fields", JSON, nullable=False, default=dict),
         Column("raw", JSON, nullable=False, default=dict),
-        Column("source_version", String(64)),
+        # The provider's own version of the record (its update time), compared as time
+        # so an older snapshot never overwrites a newer one; always stored in UTC.
+        Column("source_version", DateTime(timezone=True)),
         Column("deleted_at", DateTime(timezone=True)),
         Column("synced_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
         Column("source_task_id", BigId),
@@ -145,13 +147,18 @@ contacts = Table(
     metadata,
     *entity_columns(),
     Column("source_entity", String(32)),
+    # What the person is to the record that names them (ALLIO: a reserve's `client`, a
+    # deal card's `buyer`): ids from different roles may come from different id spaces.
+    Column("role", String(32), nullable=False, server_default="contact", default="contact"),
     Column("first_name", String(200)),
     Column("middle_name", String(200)),
     Column("last_name", String(200)),
     Column("phone", String(32)),
     Column("phone_raw", String(200)),
     Column("email", String(320)),
-    UniqueConstraint("integration_id", "external_id", name="uq_contacts_integration_external"),
+    UniqueConstraint(
+        "integration_id", "role", "external_id", name="uq_contacts_integration_role_external"
+    ),
 )
 
 

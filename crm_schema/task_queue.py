@@ -137,6 +137,7 @@ class Task:
     external_ids: tuple[str, ...]
     attempts: int
     crashes: int = 0
+    created_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -242,6 +243,7 @@ class TaskQueue:
             c.external_ids,
             c.attempts,
             c.crashes,
+            c.created_at,
         )
 
     @staticmethod
@@ -255,6 +257,7 @@ class TaskQueue:
             external_ids=parse_external_ids(row.external_ids),
             attempts=row.attempts,
             crashes=row.crashes,
+            created_at=as_utc(row.created_at),
         )
 
     # -- creating -----------------------------------------------------------------------

@@ -8,6 +8,7 @@ field says where it is stored (an `integrations` column, `credentials` or
 from __future__ import annotations
 
 import uuid
+import zoneinfo
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -39,6 +40,17 @@ def _uuid(value: str) -> str:
     return value
 
 
+def _time_zone(value: str) -> str:
+    name = value.strip()
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"'{name}' is not an IANA time zone such as Europe/Moscow or UTC"
+        ) from None
+    return name
+
+
 def _secret(value: SecretStr) -> SecretStr:
     _nonblank(value.get_secret_value())
     return SecretStr(value.get_secret_value().strip())
@@ -48,6 +60,7 @@ NonBlank = Annotated[str, AfterValidator(_nonblank)]
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
 UuidText = Annotated[str, AfterValidator(_uuid)]
 Secret = Annotated[SecretStr, AfterValidator(_secret)]
+TimeZoneName = Annotated[str, AfterValidator(_time_zone)]
 
 
 def setup_field(

@@ -60,6 +60,13 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def utc(value: datetime | None) -> datetime | None:
+    """A stored timestamp as aware UTC (SQLite hands back naive UTC, PostgreSQL aware)."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 def today() -> date:
     return utcnow().date()
 
@@ -146,8 +153,9 @@ def add_allio(
     *,
     name: str = "allio",
     delete_control: bool = False,
+    settings: dict[str, Any] | None = None,
 ) -> Integration:
-    settings: dict[str, Any] = {"delete_control": delete_control}
+    settings = {"delete_control": delete_control, **(settings or {})}
     with engine.begin() as conn:
         return add_integration(
             conn,

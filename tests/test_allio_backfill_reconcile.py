@@ -25,6 +25,7 @@ from tests.allio_fixtures import (
     run_sync,
     tasks,
     today,
+    utc,
 )
 
 # Fixtures shared by the ALLIO tests (bound here so pytest finds them in this module).
@@ -69,7 +70,8 @@ def test_backfill_resyncs_everything_the_day_named(crm, instance, emulator: Emul
     stored = rows(engine, reserves)
     assert set(stored) == {"1", "2", "3"}
     assert stored["1"]["status"] == "CHANGED"
-    assert stored["1"]["source_version"] == "2030-01-01 00:00:00"
+    # 2030-01-01 00:00 Moscow time is 2029-12-31 21:00 UTC.
+    assert utc(stored["1"]["source_version"]) == datetime(2029, 12, 31, 21, tzinfo=UTC)
     assert stored["1"]["source_task_id"] == done
     assert stored["3"]["source_task_id"] == failed
     calls = emulator.requests("reserve")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from dagster import build_schedule_context
+from sqlalchemy import update
 
-from crm_schema.providers.allio import dealcards, reserves
+from crm_schema.providers.allio import allio_tasks, dealcards, reserves
 from orchestration.defs.allio.schedules import allio_delete_control_daily
 from tests import allio_fixtures as fx
 from tests.allio_fixtures import (
@@ -20,10 +21,12 @@ from tests.allio_fixtures import (
     tasks,
     tick,
     today,
+    utcnow,
 )
 
 # Fixtures shared by the ALLIO tests (bound here so pytest finds them in this module).
 allio_server, crm, emulator, instance = fx.allio_server, fx.crm, fx.emulator, fx.instance
+NO_FLOOR = {"delete_floor": 0}  # the share cap alone decides
 
 
 def _seed(url, engine, instance, integ, reserve_ids, dealcard_ids=()):  # noqa: ANN001
@@ -145,7 +148,7 @@ def test_dry_run_changes_nothing(crm, instance, emulator: Emulator):
 
 def test_over_the_share_cap_fails_loudly_and_deletes_nothing(crm, instance, emulator: Emulator):
     url, engine = crm
-    integ = add_allio(engine, emulator.base_url, delete_control=True)
+    integ = add_allio(engine, emulator.base_url, delete_control=True, settings=NO_FLOOR)
     _seed(url, engine, instance, integ, range(1, 11))
     for record_id in (1, 2, 3):
         emulator.delete_record("reserve", record_id)
@@ -157,7 +160,10 @@ def test_over_the_share_cap_fails_loudly_and_deletes_nothing(crm, instance, emul
     assert not result.success
     message = step_failure_message(result)
     assert "delete control stopped" in message
-    assert f"integration {integ.id}: 3 of 10 live entities (30%)" in message
+    assert (
+        f"integration {integ.id}: 3 of 10 live entities (30%; cap: the larger of 0 and 20%)"
+        in message
+    )
     assert _tombstoned(engine, reserves, integ) == set()
     (task,) = _del_tasks(engine, integ).values()
     assert task["status"] == 0 and task["attempts"] == 0 and task["finished_at"] is None
@@ -169,7 +175,7 @@ def test_over_the_share_cap_fails_loudly_and_deletes_nothing(crm, instance, emul
 
 def test_exactly_at_the_cap_is_allowed(crm, instance, emulator: Emulator):
     url, engine = crm
-    integ = add_allio(engine, emulator.base_url, delete_control=True)
+    integ = add_allio(engine, emulator.base_url, delete_control=True, settings=NO_FLOOR)
     _seed(url, engine, instance, integ, range(1, 11))
     for record_id in (1, 2):
         emulator.delete_record("reserve", record_id)
@@ -203,3 +209,129 @@ def test_delete_control_schedule():
     request = allio_delete_control_daily(build_schedule_context(scheduled_execution_time=when))
     assert request.run_key == "allio-delete-control:2025-06-01"
     assert request.run_config["ops"]["allio_delete_control_op"]["config"]["dry_run"] is False
+
+
+def test_the_floor_lets_a_small_integration_delete(crm, instance, emulator: Emulator):
+    """1 of 3 live entities is 33 %, over the share, but within the floor of 10."""
+    url, engine = crm
+    integ = add_allio(engine, emulator.base_url, delete_control=True)
+    _seed(url, engine, instance, integ, range(1, 4))
+    emulator.delete_record("reserve", 2)
+    add_webhook(engine, integ, "RESERVE_DEL", [2])
+    tick(url, instance)
+    result = run_delete_control(url, instance)
+    assert result.success
+    assert _tombstoned(engine, reserves, integ) == {"2"}
+    out = result.output_for_node("allio_delete_control_op")[str(integ.id)]
+    assert out["cap"] == {"floor": 10, "max_share": 0.2}
+
+
+def test_caps_are_set_per_integration(crm, instance, emulator: Emulator):
+    url, engine = crm
+    strict = add_allio(
+        engine, emulator.base_url, name="strict", delete_control=True, settings=NO_FLOOR
+    )
+    loose = add_allio(
+        engine,
+        emulator.base_url,
+        name="loose",
+        delete_control=True,
+        settings={"delete_floor": 0, "delete_max_share": 0.5},
+    )
+    for integ in (strict, loose):
+        _seed(url, engine, instance, integ, range(1, 11))
+        add_webhook(engine, integ, "RESERVE_DEL", [1, 2, 3])  # 30 %
+    for record_id in (1, 2, 3):
+        emulator.delete_record("reserve", record_id)
+    tick(url, instance)
+    result = run_delete_control(url, instance)
+    assert not result.success  # strict stopped, loudly
+    assert f"integration {strict.id}: 3 of 10" in step_failure_message(result)
+    assert _tombstoned(engine, reserves, strict) == set()
+    assert _tombstoned(engine, reserves, loose) == {"1", "2", "3"}
+
+
+def test_ids_allio_still_has_end_kept_and_are_counted(crm, instance, emulator: Emulator):
+    url, engine = crm
+    integ = add_allio(engine, emulator.base_url, delete_control=True)
+    _seed(url, engine, instance, integ, range(1, 11))
+    kept = add_webhook(engine, integ, "RESERVE_DEL", [5, 6])  # both still in ALLIO
+    emulator.delete_record("reserve", 7)
+    mixed = add_webhook(engine, integ, "RESERVE_DEL", [7, 8])
+    tick(url, instance)
+    result = run_delete_control(url, instance)
+    assert result.success
+    by_webhook = {t["webhook_id"]: t for t in _del_tasks(engine, integ).values()}
+    assert by_webhook[kept]["status"] == 2
+    assert by_webhook[kept]["outcome"] == "kept: still present"
+    assert by_webhook[mixed]["outcome"] == "deleted 1, kept 1: still present"
+    assert _tombstoned(engine, reserves, integ) == {"7"}
+    md = {k: v.value for k, v in _op_metadata(result).items()}
+    assert md["kept_tasks"] == 1 and md["still_present"] == 3 and md["tombstoned"] == 1
+
+
+def test_provider_errors_are_retried_a_bounded_number_of_times(crm, instance, emulator: Emulator):
+    url, engine = crm
+    integ = add_allio(engine, emulator.base_url, delete_control=True)
+    _seed(url, engine, instance, integ, range(1, 11))
+    add_webhook(engine, integ, "RESERVE_DEL", [1])
+    tick(url, instance)
+    emulator.set_faults(error_rate=1.0)
+    # The seventh failed sweep in a row: one attempt is left.
+    with engine.begin() as conn:
+        conn.execute(
+            update(allio_tasks).where(allio_tasks.c.command == "RESERVE_DEL").values(attempts=6)
+        )
+    assert not run_delete_control(url, instance, fast_retries=True).success
+    (task,) = _del_tasks(engine, integ).values()
+    assert task["status"] == 0 and task["attempts"] == 7
+    with engine.begin() as conn:
+        conn.execute(update(allio_tasks).values(next_attempt_at=None))  # the next day
+    assert not run_delete_control(url, instance, fast_retries=True).success
+    (task,) = _del_tasks(engine, integ).values()
+    # Out of attempts: it ends in 3 with the error, and no sweep takes it again.
+    assert task["status"] == 3 and "server error" in task["error"] and task["attempts"] == 8
+    emulator.set_faults()
+    assert run_delete_control(url, instance).success
+    assert _del_tasks(engine, integ)[task["id"]]["status"] == 3
+
+
+def test_old_delete_tasks_wait_for_ops_to_confirm(crm, instance, emulator: Emulator):
+    """Switching delete control on must not replay months of queued deletes."""
+    url, engine = crm
+    integ = add_allio(engine, emulator.base_url, delete_control=True)
+    _seed(url, engine, instance, integ, range(1, 11))
+    for record_id in (1, 2):
+        emulator.delete_record("reserve", record_id)
+    old = add_webhook(engine, integ, "RESERVE_DEL", [1])
+    fresh = add_webhook(engine, integ, "RESERVE_DEL", [2])
+    tick(url, instance)
+    with engine.begin() as conn:
+        conn.execute(
+            update(allio_tasks)
+            .where(allio_tasks.c.webhook_id == old)
+            .values(created_at=utcnow() - timedelta(days=30))
+        )
+
+    result = run_delete_control(url, instance)
+    assert result.success
+    assert _tombstoned(engine, reserves, integ) == {"2"}  # the fresh one only
+    by_webhook = {t["webhook_id"]: t for t in _del_tasks(engine, integ).values()}
+    assert by_webhook[fresh]["status"] == 2
+    held = by_webhook[old]
+    assert held["status"] == 0 and held["attempts"] == 0 and held["finished_at"] is None
+    md = {k: v.value for k, v in _op_metadata(result).items()}
+    assert md["old_tasks_held"] == 1 and "confirm_old_deletes: true" in md["held"]
+    out = result.output_for_node("allio_delete_control_op")[str(integ.id)]
+    assert out["old_tasks_held"] == 1 and out["oldest_held_days"] == 30.0
+
+    # The next daily sweep still holds it; ops confirm once, and it is applied.
+    assert run_delete_control(url, instance).success
+    assert _tombstoned(engine, reserves, integ) == {"2"}
+    assert run_delete_control(url, instance, confirm_old_deletes=True).success
+    assert _tombstoned(engine, reserves, integ) == {"1", "2"}
+
+
+def _op_metadata(result):  # noqa: ANN001, ANN202
+    (output,) = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
+    return output.event_specific_data.metadata

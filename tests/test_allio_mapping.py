@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 
-from orchestration.allio.mapping import flatten, map_record, normalize_phone, parse_bool
+from orchestration.allio.mapping import (
+    flatten,
+    map_record,
+    normalize_phone,
+    parse_bool,
+    parse_time,
+)
 from provider_emulators.allio.records import BAD_PHONES, make_record
 
 INTEGRATION, TASK = 7, 42
+MOSCOW = ZoneInfo("Europe/Moscow")
+
+
+def _utc(text: str) -> datetime:
+    """What an ALLIO time means: zone-less → Moscow, else its own offset; in UTC."""
+    value = datetime.fromisoformat(text)
+    return (value if value.tzinfo else value.replace(tzinfo=MOSCOW)).astimezone(UTC)
 
 
 def _record_with_phone(entity: str, phone: str) -> dict:
@@ -17,7 +31,7 @@ def _record_with_phone(entity: str, phone: str) -> dict:
     key = "client" if entity == "reserve" else "buyer"
     for record_id in range(1, 5000):
         record = make_record(entity, record_id)
-        if record[key]["phone"] == phone:
+        if record.get(key, {}).get("phone") == phone:
             return record
     raise AssertionError(f"no generated {entity} with phone {phone!r}")
 
@@ -30,18 +44,17 @@ def test_reserve_maps_typed_columns_and_keeps_every_field():
     assert deal["integration_id"] == INTEGRATION
     assert deal["external_id"] == "5421"
     assert deal["source_task_id"] == TASK
-    # Seed: CRM created_at <- ALLIO `till`, as an aware UTC datetime.
-    till = datetime.strptime(record["till"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
-    assert deal["created_at"] == till
+    # Seed: CRM created_at <- ALLIO `till` (Moscow time unless it says), stored in UTC.
+    assert deal["created_at"] == _utc(record["till"])
     assert deal["status"] == record["status"]
     assert deal["type"] == record["type"]
     assert deal["space_id"] == str(record["space_id"])
     assert deal["manager_id"] == str(record["manager"]["id"])
     assert deal["manager_fullname"] == record["manager"]["fullname"]
     assert deal["manager_city"] == record["manager"]["city"]
-    assert deal["manager_is_agency"] is record["manager"]["is_agency"]
+    assert deal["manager_is_agency"] is parse_bool(record["manager"]["is_agency"])
     assert deal["comment"] == (record["comment"] or None)
-    assert deal["source_version"] == record["updated_at"]
+    assert deal["source_version"] == _utc(record["updated_at"])
 
     custom = deal["custom_fields"]
     # Every field the provider sent, nested ones as dotted keys, extras included.
@@ -64,7 +77,7 @@ def test_reserve_client_becomes_a_contact():
     assert contact is not None
     assert contact["external_id"] == str(person["id"])
     assert contact["integration_id"] == INTEGRATION
-    assert contact["source_entity"] == "reserve"
+    assert contact["source_entity"] == "reserve" and contact["role"] == "client"
     assert contact["source_task_id"] == TASK
     assert (contact["first_name"], contact["middle_name"], contact["last_name"]) == (
         person["first"],
@@ -88,7 +101,7 @@ def test_dealcard_buyer_and_extra_fields():
     assert custom["buyer.id"] == str(record["buyer"]["id"])
     assert "client.id" not in custom
     assert mapped.contact is not None
-    assert mapped.contact["source_entity"] == "dealcard"
+    assert mapped.contact["source_entity"] == "dealcard" and mapped.contact["role"] == "buyer"
     assert mapped.contact["first_name"] == record["buyer"]["first"]
     assert mapped.contact["last_name"] == record["buyer"]["last"]
 
@@ -129,7 +142,10 @@ def test_every_generated_phone_is_e164_or_none_with_raw():
     for record_id in range(1, 400):
         record = make_record("reserve", record_id)
         contact = map_record("reserve", record, INTEGRATION, None).contact
-        assert contact is not None
+        if "client" not in record:  # the emulator's reserves without a client
+            assert contact is None
+            continue
+        assert contact is not None and contact["external_id"] == str(record["client"]["id"])
         raw = record["client"]["phone"]
         if raw in BAD_PHONES:
             assert contact["phone"] is None
@@ -180,3 +196,34 @@ def test_record_without_person_or_till():
 
 def test_flatten_nests_with_dots():
     assert flatten({"a": 1, "m": {"id": 2, "x": {"y": 3}}}) == {"a": 1, "m.id": 2, "m.x.y": 3}
+
+
+@pytest.mark.parametrize(
+    ("till", "zone", "expected"),
+    [
+        # The seed's example: zone-less, so the integration's zone (default Moscow, +03).
+        ("2025-10-30 20:08:10", MOSCOW, datetime(2025, 10, 30, 17, 8, 10, tzinfo=UTC)),
+        (
+            "2025-10-30 20:08:10",
+            ZoneInfo("Asia/Yekaterinburg"),
+            datetime(2025, 10, 30, 15, 8, 10, tzinfo=UTC),
+        ),
+        # An explicit offset wins over the integration's zone.
+        ("2025-10-30T20:08:10+05:00", MOSCOW, datetime(2025, 10, 30, 15, 8, 10, tzinfo=UTC)),
+        ("2025-10-30T20:08:10Z", MOSCOW, datetime(2025, 10, 30, 20, 8, 10, tzinfo=UTC)),
+        ("not a date", MOSCOW, None),
+        ("", MOSCOW, None),
+    ],
+)
+def test_till_is_read_in_the_integration_zone_and_stored_in_utc(till, zone, expected):
+    record = {"id": 1, "till": till, "updated_at": till}
+    deal = map_record("reserve", record, 1, None, zone).deal
+    assert deal["created_at"] == expected and parse_time(till, zone) == expected
+    assert deal["source_version"] == expected  # a timestamp, not the text ALLIO sent
+    if expected is not None:
+        assert deal["created_at"].utcoffset().total_seconds() == 0
+
+
+def test_record_without_client_maps_without_contact():
+    mapped = map_record("reserve", {"id": "77", "status": "ACTIVE"}, 1, None)
+    assert mapped.contact is None and mapped.deal["external_id"] == "77"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select, update
@@ -35,6 +35,7 @@ from tests.allio_fixtures import (
     tasks,
     tick,
     today,
+    utc,
     utcnow,
 )
 
@@ -60,7 +61,8 @@ def test_live_run_end_to_end(crm, instance, emulator: Emulator):
     w2 = add_webhook(engine, integ, "RESERVE_MOD", [2, 3])
     w3 = add_webhook(engine, integ, "DEALCARD_ADD", [5421])
     w_del = add_webhook(engine, integ, "RESERVE_DEL", [999])
-    w_space = add_webhook(engine, integ, "SPACE_CHANGED", [998])
+    w_space = add_webhook(engine, integ, "SPACE_CHANGED", [4])  # reserve ids (seed 3.1)
+    w_unknown = add_webhook(engine, integ, "SPACE_RENAMED", [998])
     request = _ingest(url, engine, instance)
 
     # The run exactly as the sensor asked for it, with the production resources.
@@ -68,7 +70,7 @@ def test_live_run_end_to_end(crm, instance, emulator: Emulator):
     assert result.success
 
     t1, t2, t3 = (_task_of(engine, w)["id"] for w in (w1, w2, w3))
-    for w in (w1, w2, w3):
+    for w in (w1, w2, w3, w_space):
         task = _task_of(engine, w)
         assert task["status"] == 2 and task["error"] is None and task["attempts"] == 1
         assert task["run_id"] == result.run_id and task["finished_at"] is not None
@@ -76,16 +78,16 @@ def test_live_run_end_to_end(crm, instance, emulator: Emulator):
     # Delete tasks wait for delete control, never fetched; a command no handler syncs
     # ends at once, with the reason.
     assert _task_of(engine, w_del)["status"] == 0
-    space = _task_of(engine, w_space)
-    assert space["status"] == 3 and space["error"] == "unknown command SPACE_CHANGED"
-    assert space["finished_at"] is not None
+    unknown = _task_of(engine, w_unknown)
+    assert unknown["status"] == 3 and unknown["error"] == "unknown command SPACE_RENAMED"
+    assert unknown["finished_at"] is not None
     requested = emulator.requested_ids("reserve") + emulator.requested_ids("dealcard")
     assert 999 not in requested and 998 not in requested
-    assert sorted(emulator.requested_ids("reserve")) == [1, 2, 3, 22]
+    assert sorted(emulator.requested_ids("reserve")) == [1, 2, 3, 4, 22]
     assert emulator.requested_ids("dealcard") == [5421]
 
     stored = rows(engine, reserves)
-    assert set(stored) == {"1", "2", "3", "22"}
+    assert set(stored) == {"1", "2", "3", "4", "22"}
     people = {c["id"]: c for c in rows(engine, contacts).values()}
     for ext, row in stored.items():
         record = make_record("reserve", int(ext))
@@ -94,9 +96,12 @@ def test_live_run_end_to_end(crm, instance, emulator: Emulator):
             assert row[col] == expected[col]
         assert row["custom_fields"]["price"] == record["price"]
         assert row["raw"] == record
-        assert row["source_version"] == record["updated_at"]
+        assert utc(row["source_version"]) == expected["source_version"]
         assert row["deleted_at"] is None and row["synced_at"] is not None
-        assert row["created_at"].replace(tzinfo=None) == expected["created_at"].replace(tzinfo=None)
+        assert utc(row["created_at"]) == expected["created_at"]
+        if "client" not in record:
+            assert row["contact_id"] is None
+            continue
         contact = people[row["contact_id"]]  # linked via contact_id
         assert contact["external_id"] == str(record["client"]["id"])
         assert contact["first_name"] == record["client"]["first"]
@@ -116,10 +121,12 @@ def test_live_run_end_to_end(crm, instance, emulator: Emulator):
     assert buyer["external_id"] == str(make_record("dealcard", 5421)["buyer"]["id"])
 
     md = metadata(result, RESERVES)
-    assert md["entities_upserted"] == 4 and md["tasks_done"] == 2 and md["tasks_failed"] == 0
+    assert md["entities_upserted"] == 5 and md["tasks_done"] == 3 and md["tasks_failed"] == 0
     assert md["entities_missing"] == 0 and md["mode"] == "live"
+    without_client = sum(1 for ext in stored if "client" not in make_record("reserve", int(ext)))
+    assert md["reserves_without_client"] == without_client
     assert metadata(result, DEALCARDS)["entities_upserted"] == 1
-    assert metadata(result, CONTACTS)["contacts_upserted"] == 5
+    assert metadata(result, CONTACTS)["contacts_upserted"] == len(people) == 6 - without_client
     for key in (RESERVES, DEALCARDS):
         md = metadata(result, key)
         for name in ("entities_upserted", "tasks_done", "tasks_failed", "api_calls", "api_429s"):
@@ -315,12 +322,17 @@ def test_stuck_task_is_reclaimed_after_the_lease(crm, instance, emulator: Emulat
 def test_older_snapshot_never_overwrites_a_newer_one(crm, instance, emulator: Emulator):
     url, engine = crm
     integ = add_allio(engine, emulator.base_url)
-    add_webhook(engine, integ, "RESERVE_ADD", [7])
+    # Versions are times, not text: ALLIO's zone-less Moscow times and ISO times with an
+    # offset compare by the instant they name.
+    base = dict(make_record("reserve", 7), updated_at="2025-10-30 20:00:00")  # 17:00 UTC
+    emulator.put_record("reserve", 7, base)
+    add_webhook(engine, integ, "RESERVE_MOD", [7])
     tick(url, instance)
     run_sync(url, instance, today())
     original = rows(engine, reserves)["7"]
-
-    older = dict(make_record("reserve", 7), status="STALE", updated_at="2024-01-01 00:00:00")
+    assert utc(original["source_version"]) == datetime(2025, 10, 30, 17, tzinfo=UTC)
+    # 16:00 UTC: older, though its text sorts after the stored one.
+    older = dict(base, status="STALE", updated_at="2025-10-30T19:00:00+03:00")
     emulator.put_record("reserve", 7, older)
     stale_hook = add_webhook(engine, integ, "RESERVE_MOD", [7])
     tick(url, instance)
@@ -331,14 +343,15 @@ def test_older_snapshot_never_overwrites_a_newer_one(crm, instance, emulator: Em
     assert kept["source_version"] == original["source_version"]
     assert kept["source_task_id"] == original["source_task_id"]
 
-    newer = dict(make_record("reserve", 7), status="NEWER", updated_at="2030-01-01 00:00:00")
+    # 20:30 UTC: newer, though its text sorts before the stored one.
+    newer = dict(base, status="NEWER", updated_at="2025-10-30 20:30:00+00:00")
     emulator.put_record("reserve", 7, newer)
     add_webhook(engine, integ, "RESERVE_MOD", [7])
     tick(url, instance)
     run_sync(url, instance, today())
     updated = rows(engine, reserves)["7"]
     assert updated["status"] == "NEWER"
-    assert updated["source_version"] == "2030-01-01 00:00:00"
+    assert utc(updated["source_version"]) == datetime(2025, 10, 30, 20, 30, tzinfo=UTC)
 
 
 def test_reappearing_entity_loses_its_tombstone(crm, instance, emulator: Emulator):

@@ -170,7 +170,11 @@ def test_update_changes_settings_and_credentials_validated(database_url: str, en
     )  # fmt: skip
     assert code == 0, out
     updated = json.loads(out)
-    assert updated["settings"] == {"delete_control": True, "rate_limit": {"rate": 0.5}}
+    assert updated["settings"] == {
+        "delete_control": True,
+        "timezone": "Europe/Moscow",  # ALLIO's default zone, stored at add
+        "rate_limit": {"rate": 0.5},
+    }
     assert updated["name"] == "Renamed"
     new_token = "rotated-SECRET-abcdef0123456789"
     code, out = run(database_url, "integrations", "update", ident, "--api-token", new_token)
@@ -187,6 +191,9 @@ def test_update_changes_settings_and_credentials_validated(database_url: str, en
         (["--setting", "rate_limit.rate=-1"], "rate_limit.rate"),
         (["--setting", "noequals"], "is not KEY=VALUE"),
         (["--api-base-url", "ftp://x"], "http(s) URL"),
+        (["--timezone", "Mars/Olympus"], "'Mars/Olympus' is not an IANA time zone"),
+        (["--delete-control", "maybe"], "'maybe' is not on or off"),
+        (["--setting", "delete_floor=-1"], "delete_floor"),
     ):
         code, out = run(database_url, "integrations", "update", ident, *args)
         assert code != 0 and message in out, (args, out)
@@ -194,3 +201,23 @@ def test_update_changes_settings_and_credentials_validated(database_url: str, en
         assert get_integration(conn, int(ident)).settings == stored.settings
     code, out = run(database_url, "integrations", "update", "99", "--name", "x")
     assert code == 1 and "no integration with id 99" in out
+
+
+def test_update_delete_control_on_off_and_timezone(database_url: str, engine) -> None:
+    """`--delete-control on|off` switches the sweep; `--timezone` sets the zone of `till`."""
+    code, out = add(database_url, "--json", "--timezone", "Asia/Yekaterinburg")
+    assert code == 0, out
+    item = json.loads(out)
+    assert item["settings"]["timezone"] == "Asia/Yekaterinburg"
+    assert item["settings"]["delete_control"] is False
+    ident = str(item["id"])
+    for word, expected in (("on", True), ("off", False), ("ON", True)):
+        code, out = run(
+            database_url, "integrations", "update", ident, "--delete-control", word, "--json"
+        )
+        assert code == 0, out
+        assert json.loads(out)["settings"]["delete_control"] is expected
+    code, out = run(database_url, "integrations", "update", ident, "--timezone", "UTC", "--json")
+    assert code == 0, out
+    settings = json.loads(out)["settings"]
+    assert settings["timezone"] == "UTC" and settings["delete_control"] is True

@@ -103,8 +103,9 @@ def test_reserve_list_batches_100_ids_and_merges(
     with _resource(database_url).client_for(integration, run_id="run-1", stats=stats) as client:
         records = client.reserve_list(ids)
         deals = client.dealcard_list(["11", 12])
-    assert sorted(r["id"] for r in records) == list(range(1, 251))
-    assert sorted(d["id"] for d in deals) == [11, 12]
+    # ALLIO sends some ids as digit strings.
+    assert sorted(int(r["id"]) for r in records) == list(range(1, 251))
+    assert sorted(int(d["id"]) for d in deals) == [11, 12]
     sent = emulator.requests()
     assert [len(e["ids"]) for e in sent] == [100, 100, 50, 2]
     assert (stats.calls, stats.retries, stats.http_429, stats.ids_requested) == (4, 0, 0, 252)
@@ -130,6 +131,21 @@ def test_paging_follows_total_and_offset() -> None:
     client = AllioClient("http://allio.test", transport=httpx.MockTransport(handler))
     assert [r["id"] for r in client.reserve_list(range(100))] == list(range(100))
     assert seen == [0, 40, 80]
+
+
+@pytest.mark.parametrize("total", [None, "3", -1, True])
+def test_list_without_a_valid_total_is_an_error(total: object) -> None:
+    """A page without `total` cannot say whether ids are missing: never guess."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body: dict[str, Any] = {"success": True, "data": [{"id": 1}]}
+        if total is not None:
+            body["total"] = total
+        return httpx.Response(200, json=body)
+
+    client = AllioClient("http://allio.test", transport=httpx.MockTransport(handler))
+    with pytest.raises(ProviderResponseError, match="`total` missing"):
+        client.reserve_list([1, 2])
 
 
 def test_resource_inside_dagster_records_the_run_id(

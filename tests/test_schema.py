@@ -120,7 +120,7 @@ def test_0002_moves_existing_tasks_onto_the_generic_queue(empty_database_url: st
                 {"id": task_id, "status": status, "now": now, "entity": entity,
                  "command": command, "claimed": claimed},
             )  # fmt: skip
-    upgrade(empty_database_url)
+    upgrade(empty_database_url, "0002")
     with engine.connect() as conn:
         rows = {
             r.id: r
@@ -135,4 +135,75 @@ def test_0002_moves_existing_tasks_onto_the_generic_queue(empty_database_url: st
     assert rows[3].status == 3 and rows[3].error == "unknown command SPACE_CHANGED"
     assert rows[2].status == 0 and rows[2].ids_count == 2
     assert rows[4].status == 1 and rows[4].lease_expires_at is not None
+    engine.dispose()
+
+
+@pytest.mark.parametrize("empty_database_url", ["sqlite", "postgres"], indirect=True)
+def test_0003_retimes_allio_rows_keys_contacts_by_role_and_revives_space_changed(
+    empty_database_url: str,
+) -> None:
+    """Existing rows: `till` re-read as Moscow time, `source_version` a UTC timestamp,
+    one person id as client and buyer kept apart, SPACE_CHANGED tasks queued again."""
+    import json
+    from datetime import UTC, datetime
+
+    from sqlalchemy import text
+
+    upgrade(empty_database_url, "0002")
+    engine = make_engine(empty_database_url)
+    raw = json.dumps({"id": 7, "till": "2025-10-30 20:08:10", "updated_at": "2025-10-30 21:00:00"})
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO integrations (id, provider, name, webhook_key, credentials, "
+                "settings, is_active) VALUES (1, 'allio', 'x', 'k', '{}', '{}', true)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO contacts (id, integration_id, external_id, custom_fields, raw, "
+                "source_entity, synced_at) VALUES (1, 1, '5', '{}', '{}', 'dealcard', :now)"
+            ),
+            {"now": datetime(2026, 1, 1, tzinfo=UTC)},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO reserves (id, integration_id, external_id, custom_fields, raw, "
+                "source_version, created_at, synced_at) "
+                "VALUES (1, 1, '7', '{}', :raw, '2025-10-30 21:00:00', :till, :now)"
+            ),
+            {
+                "raw": raw,
+                "till": datetime(2025, 10, 30, 20, 8, 10, tzinfo=UTC),
+                "now": datetime(2026, 1, 1, tzinfo=UTC),
+            },
+        )
+        conn.execute(
+            text(
+                "INSERT INTO allio_tasks (id, external_ids, status, created_at, entity, "
+                "integration_id, command, handler, error, finished_at) VALUES (1, '[7]', 3, "
+                ":now, 'space', 1, 'SPACE_CHANGED', NULL, 'unknown command SPACE_CHANGED', :now)"
+            ),
+            {"now": datetime(2026, 1, 1, tzinfo=UTC)},
+        )
+    upgrade(empty_database_url)
+    from crm_schema.tables import contacts, load_provider_tables
+
+    tables = load_provider_tables().tables
+    reserves, tasks = tables["reserves"], tables["allio_tasks"]
+    with engine.begin() as conn:
+        row = conn.execute(reserves.select()).one()
+        assert row.created_at.astimezone(UTC) == datetime(2025, 10, 30, 17, 8, 10, tzinfo=UTC)
+        assert row.source_version.astimezone(UTC) == datetime(2025, 10, 30, 18, tzinfo=UTC)
+        assert conn.execute(contacts.select()).one().role == "buyer"
+        conn.execute(
+            contacts.insert().values(
+                id=2, integration_id=1, external_id="5", role="client", custom_fields={}, raw={}
+            )
+        )
+        task = conn.execute(tasks.select()).one()
+        assert (task.status, task.entity, task.handler, task.error) == (0, "reserve", "sync", None)
+    downgrade(empty_database_url, "0002")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM contacts")).scalar_one() == 1
     engine.dispose()

@@ -46,15 +46,38 @@ def _setup_fields() -> dict[str, dict[str, Any]]:
 SETUP_FIELDS = _setup_fields()
 
 
+class OnOff(click.ParamType):
+    """A switch given as on/off (also true/false, yes/no, 1/0)."""
+
+    name = "on|off"
+    _WORDS = {"on": True, "true": True, "yes": True, "1": True}
+    _WORDS |= {"off": False, "false": False, "no": False, "0": False}
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> bool:
+        if isinstance(value, bool):
+            return value
+        word = str(value).strip().lower()
+        if word not in self._WORDS:
+            self.fail(f"'{value}' is not on or off", param, ctx)
+        return self._WORDS[word]
+
+
+ON_OFF = OnOff()
+
+
 def setup_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """Add one option per provider setup field (shared names are shared options)."""
     for name, entry in reversed(SETUP_FIELDS.items()):
         providers = ", ".join(entry["providers"])
         help_text = f"[{providers}] {entry['help']}"
         if entry["bool"]:
+            # `--delete-control` alone means on; `--delete-control on|off` says which.
             option = click.option(
-                f"{_flag(name)}/--no-{name.replace('_', '-')}",
+                _flag(name),
                 name,
+                type=ON_OFF,
+                is_flag=False,
+                flag_value="on",
                 default=None,
                 help=help_text,
             )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from crm_sync.fields import HttpUrl, Secret, UuidText, setup_field
-from crm_sync.registry import ProviderSpec, RatePolicy
+from crm_sync.fields import HttpUrl, Secret, TimeZoneName, UuidText, setup_field
+from crm_sync.provider_spec import ProviderSpec, RatePolicy
 
 
 class RateLimitSetting(BaseModel):
@@ -14,6 +14,11 @@ class RateLimitSetting(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     rate: float = Field(gt=0, description="requests/s for this integration's calls")
+
+
+# ALLIO is a Russian system: its zone-less times (`till`, `updated_at`) are Moscow time
+# unless an integration says otherwise.
+DEFAULT_TIME_ZONE = "Europe/Moscow"
 
 
 class AllioSetup(BaseModel):
@@ -34,6 +39,11 @@ class AllioSetup(BaseModel):
     delete_control: bool = setup_field(
         False, store="settings", help="Let the daily sweep apply *_DEL tasks."
     )
+    timezone: TimeZoneName = setup_field(
+        DEFAULT_TIME_ZONE,
+        store="settings",
+        help="IANA time zone of ALLIO's zone-less times (till, updated_at).",
+    )
 
 
 class AllioSettings(BaseModel):
@@ -42,6 +52,12 @@ class AllioSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     delete_control: bool = False
+    timezone: TimeZoneName = DEFAULT_TIME_ZONE
+    # Delete control's guard rails: a sweep may tombstone up to max(floor, share × live
+    # entities); DEL tasks older than max_age_days wait for ops to confirm them.
+    delete_max_share: float = Field(0.2, ge=0, le=1)
+    delete_floor: int = Field(10, ge=0)
+    delete_max_age_days: float = Field(7, gt=0)
     rate_limit: RateLimitSetting | None = None
 
 

@@ -74,6 +74,12 @@ class AllioClient(ProviderClient):
                 status_code=response.status_code,
             )
         total = body.get("total")
-        if not isinstance(total, int) or isinstance(total, bool):
-            body["total"] = len(body["data"])
+        # Without `total` a short page could hide the rest: paging, and delete control's
+        # "absent" verdict, would be guesses.
+        if not isinstance(total, int) or isinstance(total, bool) or total < 0:
+            raise ProviderResponseError(
+                "unexpected body: `total` missing or not a non-negative integer",
+                provider=self.provider,
+                status_code=response.status_code,
+            )
         return body

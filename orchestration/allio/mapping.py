@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import phonenumbers
 
+from crm_sync.providers.allio import DEFAULT_TIME_ZONE
+
+# The person a record names, which is also the contact's role: ids of a reserve's
+# `client` and a deal card's `buyer` may come from different ALLIO id spaces.
 CONTACT_KEY = {"reserve": "client", "dealcard": "buyer"}
 DEFAULT_PHONE_REGION = "RU"
+MOSCOW = ZoneInfo(DEFAULT_TIME_ZONE)
 
 
 @dataclass(frozen=True)
@@ -48,15 +54,18 @@ def flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def parse_till(value: object) -> datetime | None:
-    """ALLIO's `till` ("2025-10-30 20:08:10") as a UTC datetime; None if unparseable."""
+def parse_time(value: object, zone: tzinfo = MOSCOW) -> datetime | None:
+    """An ALLIO time ("2025-10-30 20:08:10", zone-less: read in ``zone``; or ISO 8601
+    with an offset) as UTC; None if absent or unparseable."""
     if not value:
         return None
     try:
         parsed = datetime.fromisoformat(str(value).strip())
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=zone)
+    return parsed.astimezone(UTC)
 
 
 def parse_bool(value: object) -> bool | None:
@@ -80,7 +89,7 @@ def _text(value: object) -> str | None:
 def map_contact(
     person: dict[str, Any], integration_id: int, source_entity: str, task_id: int | None
 ) -> dict[str, Any] | None:
-    """A contact row from `client` / `buyer`; None when it carries no id."""
+    """A contact row from `client` / `buyer` (its role); None when it carries no id."""
     external_id = _text(person.get("id"))
     if external_id is None:
         return None
@@ -88,6 +97,7 @@ def map_contact(
     return {
         "integration_id": integration_id,
         "external_id": external_id,
+        "role": CONTACT_KEY[source_entity],
         "source_entity": source_entity,
         "first_name": _text(person.get("first")),
         "middle_name": _text(person.get("middle")),
@@ -103,9 +113,15 @@ def map_contact(
 
 
 def map_record(
-    entity: str, record: dict[str, Any], integration_id: int, task_id: int | None
+    entity: str,
+    record: dict[str, Any],
+    integration_id: int,
+    task_id: int | None,
+    zone: tzinfo = MOSCOW,
 ) -> Mapped:
-    """Map a reserve or deal card; every field the provider sent lands in custom_fields."""
+    """Map a reserve or deal card; every field the provider sent lands in custom_fields.
+
+    Zone-less times are read in the integration's ``zone`` and stored in UTC."""
     contact_key = CONTACT_KEY[entity]
     person = record.get(contact_key)
     contact = (
@@ -119,7 +135,7 @@ def map_record(
     deal = {
         "integration_id": integration_id,
         "external_id": str(record["id"]),
-        "created_at": parse_till(record.get("till")),
+        "created_at": parse_time(record.get("till"), zone),
         "status": _text(record.get("status")),
         "type": _text(record.get("type")),
         "space_id": _text(record.get("space_id")),
@@ -130,7 +146,7 @@ def map_record(
         "comment": _text(record.get("comment")),
         "custom_fields": custom,
         "raw": record,
-        "source_version": _text(record.get("updated_at")),
+        "source_version": parse_time(record.get("updated_at"), zone),
         "source_task_id": task_id,
     }
     return Mapped(deal=deal, contact=contact)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 
 from crm_schema.entities import upsert_entities
+from crm_schema.tables import integrations
 from crm_schema.task_queue import now_utc
+from crm_sync.providers.allio import AllioSettings
 from orchestration.allio.client import BATCH_SIZE, AllioClient
 from orchestration.allio.mapping import map_record
 from orchestration.allio.tasks import ENTITY_TABLES, SYNC, take_webhooks
@@ -40,7 +44,10 @@ class AllioSyncHandler:
         records: list[tuple[dict[str, Any], int | None]],
     ) -> StoreResult:
         """Contacts first (deals link to them), then the deals."""
-        mapped = [map_record(entity, record, integration_id, owner) for record, owner in records]
+        zone = time_zone(conn, integration_id)
+        mapped = [
+            map_record(entity, record, integration_id, owner, zone) for record, owner in records
+        ]
         people = {m.contact["external_id"]: m.contact for m in mapped if m.contact}
         now = now_utc()
         contact_ids = upsert_entities(conn, ENTITY_TABLES["contact"], list(people.values()), now)
@@ -55,9 +62,18 @@ class AllioSyncHandler:
             extra={
                 "contacts_upserted": len(people),
                 "contacts_with_phone": sum(1 for p in people.values() if p["phone"]),
+                f"{entity}_without_contact": sum(1 for m in mapped if m.contact is None),
             },
         )
 
     def take_webhooks(self, conn: Connection) -> int:
         """Waiting `allio_webhook` rows → tasks."""
         return take_webhooks(conn)[0]
+
+
+def time_zone(conn: Connection, integration_id: int) -> tzinfo:
+    """The zone an integration's zone-less ALLIO times are in (its `timezone` setting)."""
+    raw = conn.execute(
+        select(integrations.c.settings).where(integrations.c.id == integration_id)
+    ).scalar_one_or_none()
+    return ZoneInfo(AllioSettings.model_validate(raw or {}).timezone)

@@ -68,7 +68,7 @@ class SyncAssetsSpec:
     entity_assets: Mapping[str, AssetSpec]  # entity → the asset its rows land in
     tables: Mapping[AssetKey, Table]  # asset → its CRM table (row counts)
     extra_assets: Sequence[AssetSpec] = ()
-    # Metadata of extra assets from the run's stats (e.g. contacts found in deals).
+    # Provider metadata per asset from the run's stats (e.g. contacts found in deals).
     extra_metadata: Callable[[SyncStats], Mapping[AssetKey, dict[str, Any]]] = field(
         default=lambda _stats: {}
     )
@@ -166,6 +166,7 @@ def _materialize(
 
     api = stats.as_metadata()
     calls = max(api["api_calls"], 1)
+    extra = spec.extra_metadata(result)
     for entity, asset in spec.entity_assets.items():
         s = result.entities[entity]
         yield MaterializeResult(
@@ -184,6 +185,7 @@ def _materialize(
                 "ids_per_call": round(api["ids_requested"] / calls, 2),
                 "seconds": result.seconds,
                 "mode": mode,
+                **extra.get(asset.key, {}),
                 **row_counts(engine, spec.tables[asset.key], spec.provider),
             },
         )
@@ -209,7 +211,6 @@ def _materialize(
             severity=AssetCheckSeverity.WARN,
             metadata={"failed_tasks": failed, "tasks": total, "failed_share": round(share, 4)},
         )
-    extra = spec.extra_metadata(result)
     for asset in spec.extra_assets:
         metadata = {
             **extra.get(asset.key, {}),

@@ -23,6 +23,7 @@ from orchestration.allio.delete_control import (
     DeleteControlOptions,
     blocked_message,
     errors_message,
+    held_message,
     sweep,
 )
 from orchestration.defs.allio.assets import CONTACTS, DEALCARDS, RESERVES
@@ -42,11 +43,24 @@ allio_sync_job = define_asset_job(
 
 
 class DeleteControlConfig(Config):
-    """Guard rails ops can set per run."""
+    """Guard rails ops can set per run (unset limits: each integration's settings)."""
 
     dry_run: bool = Field(False, description="Report what would be deleted; change nothing.")
-    max_delete_share: float = Field(
-        0.2, ge=0.0, le=1.0, description="Fail if one sweep would delete more of an integration."
+    max_delete_share: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Override the integrations' delete_max_share (default 0.2) for this run.",
+    )
+    delete_floor: int | None = Field(
+        None,
+        ge=0,
+        description="Override the integrations' delete_floor (default 10) for this run.",
+    )
+    confirm_old_deletes: bool = Field(
+        False,
+        description="Apply DEL tasks older than delete_max_age_days (default 7), which are "
+        "otherwise held and reported.",
     )
 
 
@@ -73,6 +87,8 @@ def allio_delete_control_op(
         run_id=context.run.run_id,
         dry_run=config.dry_run,
         max_delete_share=config.max_delete_share,
+        delete_floor=config.delete_floor,
+        confirm_old_deletes=config.confirm_old_deletes,
         lease=timedelta(seconds=get_settings().task_lease_seconds),
     )
     try:
@@ -85,12 +101,16 @@ def allio_delete_control_op(
             "tasks": r.tasks,
             "requested": r.requested,
             "still_present": r.still_present,
+            "kept_tasks": r.kept_tasks,
             "to_delete": r.to_delete,
             "live_entities": r.live_entities,
             "share": round(r.share, 4),
+            "cap": {"floor": r.floor, "max_share": r.max_share},
             "tombstoned": r.tombstoned,
             "blocked": r.blocked,
             "error": r.error,
+            "old_tasks_held": r.old_held,
+            "oldest_held_days": r.oldest_held_days,
             "would_delete": r.dry_run_ids if (config.dry_run or r.blocked) else {},
         }
         for r in results
@@ -102,12 +122,18 @@ def allio_delete_control_op(
         "tombstoned": sum(r.tombstoned for r in results),
         "to_delete": sum(r.to_delete for r in results),
         "still_present": sum(r.still_present for r in results),
+        "kept_tasks": sum(r.kept_tasks for r in results),
+        "old_tasks_held": sum(r.old_held for r in results),
         "errors": sum(1 for r in results if r.error),
         "dry_run": config.dry_run,
         "api_calls": stats.calls,
         "details": MetadataValue.json(per_integration),
     }
-    message = blocked_message(results, config.max_delete_share) or errors_message(results)
+    held = held_message(results)
+    if held:
+        context.log.warning(held)
+        metadata["held"] = held
+    message = blocked_message(results) or errors_message(results)
     if message:
         raise Failure(description=message, metadata=metadata)
     return Output(per_integration, metadata=metadata)
