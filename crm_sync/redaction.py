@@ -21,7 +21,17 @@ _SECRET_JSON = re.compile(
     r'("(?:[\w-]*(?:token|api_?key|apiLogin|secret|password)[\w-]*)"\s*:\s*)"[^"]*"',
     re.IGNORECASE,
 )
-_WEBHOOK_PATH = re.compile(r"(/webhooks/[^/?\s]+/)[^/?\s]+")
+# A path separator as it can appear in a logged path: "/", a backslash, or either one
+# percent-encoded (also twice: `%252F`).
+_SEP = r"(?:/|\\|%(?:25)*(?:2f|5c))"
+# `webhooks` as a path segment (any letter case, after and before any run of separators),
+# then everything up to whitespace or a quote: the provider and the rest of the URL.
+_WEBHOOK_PATH = re.compile(
+    rf"((?:^|(?<=[\s\"'=(<])|{_SEP}+)webhooks{_SEP}+)([^\s\"'<>]*)", re.IGNORECASE
+)
+# A provider name (kept in the log): short, so a webhook key is never taken for one.
+_PROVIDER = re.compile(r"[a-z][a-z0-9_]{0,19}(?![\w.~-])", re.IGNORECASE)
+_LEADING_SEP = re.compile(_SEP, re.IGNORECASE)
 
 
 def mask_secret(value: object) -> str:
@@ -59,9 +69,28 @@ def mask_url(url: str, secrets: Iterable[str] = ()) -> str:
     return urlunsplit(parts._replace(query=urlencode(pairs, safe="*[]")))
 
 
+def _mask_webhook_rest(match: re.Match[str]) -> str:
+    prefix, rest = match.group(1), match.group(2)
+    provider = _PROVIDER.match(rest)
+    keep = provider.group(0) if provider else ""
+    tail = rest[len(keep) :]
+    if not tail:
+        return prefix + keep
+    if _LEADING_SEP.match(tail):
+        return f"{prefix}{keep}/{MASK}"
+    return f"{prefix}{keep}{tail[0] if tail[0] == '?' else ''}{MASK}"
+
+
 def mask_webhook_path(path: str) -> str:
-    """`/webhooks/allio/<key>` → `/webhooks/allio/****` (the key is the secret)."""
-    return _WEBHOOK_PATH.sub(rf"\1{MASK}", path)
+    """`/webhooks/allio/<key>` → `/webhooks/allio/****` (the key is the secret).
+
+    Everything after the provider is masked — further segments, dot segments, query and
+    fragment — whatever the letter case and however many slashes (or backslashes, or
+    percent-encoded ones) separate the segments: `//WEBHOOKS/allio/x/../<key>?a=1` →
+    `//WEBHOOKS/allio/****`. A first segment that does not look like a provider name is
+    masked too (`/webhooks/<key>` → `/webhooks/****`).
+    """
+    return _WEBHOOK_PATH.sub(_mask_webhook_rest, path)
 
 
 def redact_body(
@@ -85,7 +114,11 @@ class UrlRedactionFilter(logging.Filter):
         self.secrets: set[str] = set()
 
     def _mask(self, value: str) -> str:
-        return mask_webhook_path(mask_url(value, self.secrets))
+        try:
+            value = mask_url(value, self.secrets)
+        except ValueError:  # not a URL urlsplit accepts (e.g. a stray "[" in a netloc)
+            value = mask_literals(value, self.secrets)
+        return mask_webhook_path(value)
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args

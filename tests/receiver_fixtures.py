@@ -22,9 +22,16 @@ from webhook_receiver.app import create_app
 
 
 @contextlib.contextmanager
-def serve_receiver(database_url: str, **overrides: Any) -> Iterator[str]:
-    """A receiver on a real uvicorn server; yields its base URL."""
-    with running_server(create_app(database_url, **overrides)) as base_url:
+def serve_receiver(
+    database_url: str, *, server_options: dict[str, Any] | None = None, **overrides: Any
+) -> Iterator[str]:
+    """A receiver on a real uvicorn server; yields its base URL.
+
+    ``overrides`` go to the receiver's config, ``server_options`` to uvicorn's (e.g.
+    ``{"access_log": True, "log_level": "info"}``).
+    """
+    app = create_app(database_url, **overrides)
+    with running_server(app, **(server_options or {})) as base_url:
         yield base_url
 
 

@@ -10,14 +10,18 @@ import pytest
 from crm_sync.redaction import UrlRedactionFilter, mask_webhook_path
 from webhook_receiver.config import ReceiverConfig
 from webhook_receiver.integration_cache import IntegrationCache
-from webhook_receiver.providers.allio import AllioWebhook, uuid_matches, validate_allio
+from webhook_receiver.providers.allio import (
+    AllioWebhookPayload,
+    uuid_matches,
+    validate_allio,
+)
 from webhook_receiver.security import constant_time_equals, is_json_content_type
 from webhook_receiver.stores import IntegrationEntry, StoreUnavailable
 
 
 def test_validate_normalises_indexes() -> None:
     result = validate_allio({"uuid": "u", "command": "DEALCARD_DEL", "indexes": [1, "22", 3]})
-    assert result == AllioWebhook("u", "DEALCARD_DEL", [1, 22, 3])
+    assert result == AllioWebhookPayload(uuid="u", command="DEALCARD_DEL", indexes=[1, 22, 3])
 
 
 @pytest.mark.parametrize(
@@ -33,10 +37,10 @@ def test_validate_refuses_bad_indexes(indexes: object) -> None:
 def test_validate_takes_any_number_of_indexes_and_json_strings() -> None:
     many = list(range(1, 5001))
     assert validate_allio({"uuid": "u", "command": "RESERVE_ADD", "indexes": many}) == (
-        AllioWebhook("u", "RESERVE_ADD", many)
+        AllioWebhookPayload(uuid="u", command="RESERVE_ADD", indexes=many)
     )
     as_string = validate_allio({"uuid": "u", "command": "SPACE_CHANGED", "indexes": '[1,"22"]'})
-    assert as_string == AllioWebhook("u", "SPACE_CHANGED", [1, 22])
+    assert as_string == AllioWebhookPayload(uuid="u", command="SPACE_CHANGED", indexes=[1, 22])
 
 
 @pytest.mark.parametrize(
@@ -84,7 +88,8 @@ def test_constant_time_equals() -> None:
 
 
 def test_access_log_filter_masks_keys() -> None:
-    assert mask_webhook_path("/webhooks/allio/SeCrEt-key?x=1") == "/webhooks/allio/****?x=1"
+    # Everything after the provider is masked, the query too (see test_receiver_hardening).
+    assert mask_webhook_path("/webhooks/allio/SeCrEt-key?x=1") == "/webhooks/allio/****"
     record = logging.LogRecord(
         "uvicorn.access",
         logging.INFO,

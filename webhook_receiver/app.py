@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import importlib.metadata
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -23,6 +24,7 @@ from crm_sync.redaction import install_log_redaction
 from crm_sync.registry import layer_modules
 from webhook_receiver.config import ReceiverConfig
 from webhook_receiver.integration_cache import IntegrationCache
+from webhook_receiver.openapi import HEALTH, openapi_document
 from webhook_receiver.responses import error_response, json_response, unavailable_response
 from webhook_receiver.stores import StoreUnavailable, WebhookStore, open_store
 from webhook_receiver.webhooks import Deadlines, Handler, WebhookEndpoint
@@ -48,7 +50,9 @@ class Receiver:
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+        # Webhook keys never reach a log line: uvicorn's access log, and its error log.
         install_log_redaction("uvicorn.access")
+        install_log_redaction("uvicorn.error")
         store = open_store(self.config)
         await store.start()
         cache = IntegrationCache(
@@ -100,18 +104,42 @@ async def _server_error(_request: Request, exc: Exception) -> Response:
     return error_response(500, "internal error")
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("crm-sync")
+    except importlib.metadata.PackageNotFoundError:
+        return "0"
+
+
 def create_app(database_url: str | None = None, **overrides: Any) -> Starlette:
     """A receiver app for `database_url` (default: DATABASE_URL); `overrides` replace
     ReceiverConfig fields (e.g. `max_body_bytes=1024`, `sqlite_busy_timeout_ms=200`)."""
     receiver = Receiver(ReceiverConfig.load(database_url, **overrides))
     routes: list[BaseRoute] = [Route("/healthz", receiver.healthz, methods=["GET"])]
-    for module in layer_modules("receiver").values():
+    modules = layer_modules("receiver")
+    for module in modules.values():
         routes += module.routes(receiver)
+    document = json_response(
+        openapi_document(
+            [HEALTH, *(op for m in modules.values() for op in getattr(m, "OPERATIONS", ()))],
+            title="crm-sync receiver",
+            version=_version(),
+        )
+    )
+
+    async def openapi(_request: Request) -> Response:
+        return document
+
+    routes.append(Route("/openapi.json", openapi, methods=["GET"]))
     app = Starlette(
         routes=routes,
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
         lifespan=receiver.lifespan,
     )
+    # No slash redirects: `/webhooks/allio/<key>/` would be answered with a 307 whose
+    # Location repeats the key (and every path variant is one more URL to mask in logs).
+    # A path that is not a route is a plain 404.
+    app.router.redirect_slashes = False
     app.state.receiver = receiver
     return app
 

@@ -33,7 +33,9 @@ class ReceiverConfig:
     # starts a row's write only if it can finish before then (PostgreSQL: within the
     # statement timeout), so a request that got its 503 never has a row.
     commit_timeout_seconds: float = 8.0
-    # SQLite: how long a write waits for the lock before answering 503.
+    # SQLite: how long a write waits for the lock before answering 503, counted from when
+    # the request's row is queued (never once per batch ahead of it): with the write's own
+    # allowance (0.5 s) this bounds the request's wait, within `commit_timeout_seconds`.
     sqlite_busy_timeout_ms: int = 3000
     sqlite_synchronous: str = "FULL"
     retry_after_seconds: int = 2

@@ -25,6 +25,30 @@ def error_body(message: str, fields: list[dict[str, str]] | None = None) -> byte
     return orjson.dumps(body)
 
 
+def describe_json(value: object, limit: int = 32) -> str:
+    """A short description of a parsed JSON value for an error message: its JSON type and,
+    for a scalar, a preview of at most ``limit`` characters (`string '12a'`, `number 1.5`,
+    `array of 3 items`). Never serialises the value: a value nested a thousand levels
+    deep or megabytes long costs no more than a small one, and cannot fail."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean true" if value else "boolean false"
+    if isinstance(value, int):
+        # str() of an int is quadratic in its digits (and refused past 4,300 of them).
+        return f"integer {value}" if value.bit_length() <= 128 else "integer (very large)"
+    if isinstance(value, float):
+        return f"number {value!r}"
+    if isinstance(value, str):
+        preview = repr(value[:limit])  # repr escapes control characters and lone surrogates
+        return f"string {preview}{'…' if len(value) > limit else ''}"
+    if isinstance(value, list):
+        return f"array of {len(value)} item{'' if len(value) == 1 else 's'}"
+    if isinstance(value, dict):
+        return f"object of {len(value)} key{'' if len(value) == 1 else 's'}"
+    return type(value).__name__
+
+
 def json_response(
     data: Any, status_code: int = 200, headers: Mapping[str, str] | None = None
 ) -> Response:

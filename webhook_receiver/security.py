@@ -1,4 +1,4 @@
-"""Request hygiene: constant-time compare, content-type check, size-limited body reader.
+"""Request hygiene: constant-time compare, key and content-type checks, size-limited body reader.
 
 Webhook keys are kept out of access logs by crm_sync.redaction (installed at startup).
 """
@@ -6,6 +6,7 @@ Webhook keys are kept out of access logs by crm_sync.redaction (installed at sta
 from __future__ import annotations
 
 import hmac
+import re
 
 from starlette.types import Receive
 
@@ -29,16 +30,39 @@ def constant_time_equals(given: str, expected: str | None) -> bool:
     return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
 
 
+# What `crm_schema.integrations.new_webhook_key` (secrets.token_urlsafe) can produce, with
+# room to spare. Anything else is not a key: 404 before any cache or database lookup (a
+# NUL, for one, is refused by PostgreSQL as text and would read as an outage).
+MAX_WEBHOOK_KEY_LENGTH = 128
+_WEBHOOK_KEY = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_WEBHOOK_KEY_LENGTH}}}")
+is_webhook_key_match = _WEBHOOK_KEY.fullmatch
+
+# `application/json`, or `application/<subtype>+json` (RFC 6839 suffix) where the subtype
+# is an RFC 6838 restricted-name: it starts with a letter or digit, so `application/+json`
+# is refused. Matched on the lower-cased media type, parameters cut off.
+_JSON_MEDIA_TYPE = re.compile(rb"application/(?:json|[a-z0-9][a-z0-9!#$&^_.+-]{0,126}\+json)")
+_OWS = b" \t"
+
+
+def is_webhook_key(value: str) -> bool:
+    """True for a string that can be a webhook key: `[A-Za-z0-9_-]{1,128}`."""
+    return is_webhook_key_match(value) is not None
+
+
 def is_json_content_type(value: str | bytes | None) -> bool:
-    """True for `application/json` (any parameters, e.g. charset) and `application/*+json`."""
+    """True for `application/json` and `application/<subtype>+json`, with any parameters
+    (e.g. `; charset=utf-8`), in any letter case; False for everything else."""
     if not value:
         return False
-    if isinstance(value, bytes):
-        value = value.decode("latin-1")
-    media_type = value.split(";", 1)[0].strip().lower()
-    if media_type == "application/json":
+    if isinstance(value, str):
+        try:
+            value = value.encode("latin-1")
+        except UnicodeEncodeError:
+            return False
+    if value == b"application/json":  # the common case, no parsing
         return True
-    return media_type.startswith("application/") and media_type.endswith("+json")
+    media_type = value.split(b";", 1)[0].strip(_OWS).lower()
+    return _JSON_MEDIA_TYPE.fullmatch(media_type) is not None
 
 
 def parse_content_length(value: bytes | None) -> int | None:

@@ -25,6 +25,7 @@ from webhook_receiver.security import (
     BodyTooLarge,
     ClientGone,
     is_json_content_type,
+    is_webhook_key_match,
     parse_content_length,
     read_body_limited,
 )
@@ -49,6 +50,9 @@ CLOSE: Headers = ((b"connection", b"close"),)
 def answer(status: int, message: str, headers: Headers = NO_HEADERS) -> Answer:
     """An error answer: `{"error": message}`."""
     return status, error_body(message), headers
+
+
+NOT_FOUND = answer(404, "no active integration for this webhook URL")
 
 
 class Deadlines:
@@ -111,18 +115,37 @@ class WebhookHandler:
         self.store = store
         self.deadlines = deadlines
         self._retry_after = ((b"retry-after", str(config.retry_after_seconds).encode()),)
+        # The longest a request waits for its COMMIT: one timeout, counted from when its
+        # row is queued (a store may promise less than the commit timeout: SQLite gives up
+        # on its lock after the busy timeout).
+        self._commit_seconds = min(
+            config.commit_timeout_seconds,
+            getattr(store, "commit_wait_seconds", config.commit_timeout_seconds),
+        )
 
     def unavailable(self, message: str = "database unavailable") -> Answer:
         """503 with `Retry-After`: the sender should try again."""
         return 503, error_body(message), self._retry_after
 
     def cached_integration(self, key: str) -> IntegrationEntry | Answer | None:
-        """Like `integration`, from memory only (None: not cached); no await on the hot path."""
+        """Like `integration`, from memory only (None: not cached); no await on the hot path.
+
+        A string that cannot be a webhook key is a 404 here already (never None).
+        """
+        if is_webhook_key_match(key) is None:
+            return NOT_FOUND
         entry = self.cache.get(key)
         return None if entry is None else self._usable(entry)
 
     async def integration(self, key: str) -> IntegrationEntry | Answer:
-        """The active integration of this provider behind a webhook key, or the answer."""
+        """The active integration of this provider behind a webhook key, or the answer.
+
+        A key that is not `[A-Za-z0-9_-]{1,128}` (what `secrets.token_urlsafe` makes) is a
+        404 before any cache or database lookup: e.g. PostgreSQL refuses a NUL in text,
+        which must not read as an outage.
+        """
+        if is_webhook_key_match(key) is None:
+            return NOT_FOUND
         entry = self.cache.get(key)
         if entry is None:
             try:
@@ -133,7 +156,7 @@ class WebhookHandler:
 
     def _usable(self, entry: IntegrationEntry | None) -> IntegrationEntry | Answer:
         if entry is None or not entry.is_active or entry.provider != self.provider:
-            return answer(404, "no active integration for this webhook URL")
+            return NOT_FOUND
         return entry
 
     async def read_body(
@@ -170,7 +193,7 @@ class WebhookHandler:
         (a 503), and a row whose request gave up is never written. Not a coroutine: the
         hot path awaits the store's future directly.
         """
-        row.deadline = time.monotonic() + self.config.commit_timeout_seconds
+        row.deadline = time.monotonic() + self._commit_seconds
         future = self.store.insert(row)
         if self.deadlines is not None:
             self.deadlines.watch(future, row.deadline)

@@ -11,17 +11,18 @@ their tasks in 3, saying why).
 from __future__ import annotations
 
 import logging
-import re
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic_core import ErrorDetails
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope
 
 from crm_schema.providers.allio import allio_webhook
-from webhook_receiver.responses import error_body
+from webhook_receiver.openapi import Accepted, Operation
+from webhook_receiver.responses import describe_json, error_body
 from webhook_receiver.security import constant_time_equals
 from webhook_receiver.stores import InboxRow, InboxTable, IntegrationEntry
 from webhook_receiver.webhooks import (
@@ -44,7 +45,6 @@ INBOX = InboxTable(
 )
 COMMAND_PATTERN = "^[A-Z][A-Z_]{0,63}$"
 MAX_INDEX = 2**63 - 1  # BIGINT on the ALLIO side; also keeps digit strings bounded
-_COMMAND = re.compile(r"[A-Z][A-Z_]{0,63}")
 _INDEXES_RULE = (
     "must be a non-empty list of positive integers or digit strings "
     "(or a JSON string holding such a list)"
@@ -54,24 +54,53 @@ _INDEXES_RULE = (
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
-@dataclass(frozen=True, slots=True)
-class AllioWebhook:
-    """A validated ALLIO webhook."""
-
-    uuid: str
-    command: str
-    indexes: list[int]
+def _digits_as_int(item: object) -> object:
+    """A string of ASCII digits as its int (ALLIO sends some ids so); anything else as is."""
+    if isinstance(item, str) and 0 < len(item) <= 19 and item.isascii() and item.isdigit():
+        return int(item)
+    return item
 
 
-def _index_value(item: object) -> int | None:
-    """A positive int from an int or a string of ASCII digits; None when invalid."""
-    if type(item) is int:  # bool is a subclass of int and is refused here
-        value = item
-    elif isinstance(item, str) and 0 < len(item) <= 19 and item.isascii() and item.isdigit():
-        value = int(item)
-    else:
-        return None
-    return value if 0 < value <= MAX_INDEX else None
+def _list_from_json_text(raw: object) -> object:
+    """`indexes` sent as a JSON string holding the list (`"[111,222]"`) → the list."""
+    if isinstance(raw, str):
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise ValueError(_INDEXES_RULE) from None
+    return raw
+
+
+Index = Annotated[
+    int,
+    BeforeValidator(_digits_as_int),
+    # strict: true, 1.0 and "1e3" are not ids.
+    Field(strict=True, gt=0, le=MAX_INDEX),
+]
+
+
+class AllioWebhookPayload(BaseModel):
+    """The body ALLIO posts for every change (seed 000, 4.1). Other keys are ignored."""
+
+    model_config = ConfigDict(extra="ignore", title="AllioWebhook")
+
+    uuid: str = Field(
+        description="The integration uuid; must equal the integration's, in any letter case.",
+        examples=["0b7d6c3e-1f2a-4b5c-9d8e-7f6a5b4c3d2e"],
+    )
+    command: str = Field(
+        pattern=COMMAND_PATTERN,
+        description="RESERVE_ADD|MOD|DEL, DEALCARD_ADD|MOD|DEL, SPACE_CHANGED; others are "
+        "stored and their tasks end in 3 (`unknown command X`).",
+        examples=["RESERVE_ADD"],
+    )
+    indexes: Annotated[
+        list[Index], Field(min_length=1, fail_fast=True), BeforeValidator(_list_from_json_text)
+    ] = Field(
+        description="ALLIO ids (numbers or digit strings), or that list as a JSON string. "
+        "Any number of them: the body size limit bounds it.",
+        examples=[[111, 222], "[111,222]"],
+    )
 
 
 def uuid_matches(given: str, expected: str | None) -> bool:
@@ -81,62 +110,34 @@ def uuid_matches(given: str, expected: str | None) -> bool:
     return constant_time_equals(given.translate(_ASCII_LOWER), expected.translate(_ASCII_LOWER))
 
 
-def _index_list(raw: object) -> list[Any] | None:
-    """`indexes` as a list: a list, or a JSON string holding one; None otherwise."""
-    if isinstance(raw, str):
-        try:
-            raw = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return None
-    return raw if isinstance(raw, list) else None
+_MESSAGES = {
+    "missing": "required",
+    "string_type": "must be a string",
+    "string_pattern_mismatch": f"must match {COMMAND_PATTERN}",
+}
 
 
-def validate_allio(payload: dict[str, Any]) -> AllioWebhook | list[dict[str, str]]:
+def _problem(error: ErrorDetails) -> dict[str, str]:
+    loc = error["loc"]
+    field = str(loc[0]) if loc else "body"
+    if field == "indexes" and len(loc) > 1:
+        # Described, never serialised: an item may be nested 1,000 levels deep.
+        item = describe_json(error["input"])
+        return {
+            "field": field,
+            "error": f"item {loc[1]} ({item}) is not a positive integer or digit string",
+        }
+    if field == "indexes" and error["type"] != "missing":
+        return {"field": field, "error": _INDEXES_RULE}
+    return {"field": field, "error": _MESSAGES.get(error["type"], error["msg"])}
+
+
+def validate_allio(payload: dict[str, Any]) -> AllioWebhookPayload | list[dict[str, str]]:
     """The validated webhook, or every problem found as `[{"field", "error"}]`."""
-    problems: list[dict[str, str]] = []
-
-    uuid = payload.get("uuid")
-    if uuid is None:
-        problems.append({"field": "uuid", "error": "required"})
-    elif not isinstance(uuid, str):
-        problems.append({"field": "uuid", "error": "must be a string"})
-
-    command = payload.get("command")
-    if command is None:
-        problems.append({"field": "command", "error": "required"})
-    elif not isinstance(command, str):
-        problems.append({"field": "command", "error": "must be a string"})
-    elif _COMMAND.fullmatch(command) is None:
-        problems.append({"field": "command", "error": f"must match {COMMAND_PATTERN}"})
-
-    raw = payload.get("indexes")
-    items = None if raw is None else _index_list(raw)
-    indexes: list[int] = []
-    if raw is None:
-        problems.append({"field": "indexes", "error": "required"})
-    elif not items:
-        problems.append({"field": "indexes", "error": _INDEXES_RULE})
-    else:
-        append = indexes.append
-        for position, item in enumerate(items):
-            if type(item) is int and 0 < item <= MAX_INDEX:  # the common case, inline
-                append(item)
-                continue
-            value = _index_value(item)
-            if value is None:
-                problems.append(
-                    {
-                        "field": "indexes",
-                        "error": f"item {position} ({orjson.dumps(item).decode()[:40]}) "
-                        "is not a positive integer or digit string",
-                    }
-                )
-                break
-            append(value)
-
-    if problems:
-        return problems
-    return AllioWebhook(uuid, command, indexes)  # type: ignore[arg-type]
+    try:
+        return AllioWebhookPayload.model_validate(payload)
+    except ValidationError as exc:
+        return [_problem(e) for e in exc.errors(include_url=False, include_context=False)]
 
 
 class AllioHandler(WebhookHandler):
@@ -186,6 +187,30 @@ class AllioHandler(WebhookHandler):
         except STORE_ERRORS as exc:
             return self.store_failed(exc)
         return 200, b'{"status":"ok","id":%d}' % row_id, NO_HEADERS
+
+
+OPERATIONS = (
+    Operation(
+        path="/webhooks/allio/{webhook_key}",
+        method="post",
+        summary="An ALLIO change: stored, then synced",
+        description="Answered 200 only after the `allio_webhook` row is committed; "
+        "every refusal writes nothing. A body without Content-Type is read as JSON.",
+        body=AllioWebhookPayload,
+        ok=Accepted,
+        errors={
+            400: "Not JSON, or not a JSON object.",
+            403: "The uuid is not this integration's.",
+            404: "Unknown or disabled webhook key.",
+            413: "Body over the size limit.",
+            415: "A Content-Type that is not JSON.",
+            422: "Fields that are wrong, each named.",
+            503: "The database could not commit in time; retry after Retry-After.",
+        },
+        path_params={"webhook_key": "The integration's webhook key."},
+        tags=(PROVIDER,),
+    ),
+)
 
 
 def routes(receiver: Receiver) -> list[BaseRoute]:

@@ -92,6 +92,10 @@ class WebhookStore(Protocol):
     """A database behind the receiver. Implementations batch concurrent inserts
     into one transaction (group commit) and resolve each future after COMMIT."""
 
+    # The longest a request waits for its row's COMMIT, from when the row is queued
+    # (at most `commit_timeout_seconds`); the handler gives each row this deadline.
+    commit_wait_seconds: float
+
     async def start(self) -> None:
         """Open connections / threads (an unreachable database is not fatal)."""
 

@@ -96,6 +96,7 @@ class PostgresStore:
     def __init__(self, config: ReceiverConfig) -> None:
         self._dsn = asyncpg_dsn(config.database_url)
         self._config = config
+        self.commit_wait_seconds = config.commit_timeout_seconds
         self._pending: deque[tuple[InboxRow, asyncio.Future[int]]] = deque()
         self._sql: dict[str, str] = {}
         self._wakeup = asyncio.Event()
