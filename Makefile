@@ -11,8 +11,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-## dev: migrate the embedded SQLite database and run the demo stack (Ctrl-C stops it)
+## dev: migrate the embedded SQLite database and run the demo stack (Ctrl-C stops it);
+## the key that encrypts stored credentials is made once in .data/secret.key (mode 600)
+dev: export CRM_SYNC_SECRET_KEY_FILE := $(CURDIR)/.data/secret.key
 dev: $(STAMP)
+	@test -s "$$CRM_SYNC_SECRET_KEY_FILE" || { mkdir -p .data && umask 077 && \
+		$(BIN)/crm-sync secrets generate-key > "$$CRM_SYNC_SECRET_KEY_FILE.tmp" && \
+		mv "$$CRM_SYNC_SECRET_KEY_FILE.tmp" "$$CRM_SYNC_SECRET_KEY_FILE" && \
+		echo "created .data/secret.key: the key that encrypts stored credentials"; }
+	@chmod 600 "$$CRM_SYNC_SECRET_KEY_FILE"
 	$(BIN)/crm-sync db upgrade
 	$(BIN)/python -m provider_emulators.devstack
 

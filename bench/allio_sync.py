@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 from crm_schema.engine import make_engine  # noqa: E402
 from crm_schema.migrate import upgrade  # noqa: E402
 from crm_schema.providers.allio import allio_tasks, allio_webhook  # noqa: E402
+from crm_sync.encryption import generate_key  # noqa: E402
 from provider_emulators.sender import post_json  # noqa: E402
 from provider_emulators.testing import free_port  # noqa: E402
 
@@ -214,6 +215,8 @@ def window_violations(times: list[float], limit: int) -> int:
 
 
 def main() -> int:
+    # A throwaway key for the bench database: credentials are stored encrypted.
+    os.environ.setdefault("CRM_SYNC_SECRET_KEY", generate_key())
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--webhooks", type=int, default=2000)
     parser.add_argument("--integrations", type=int, default=3)

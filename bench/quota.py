@@ -212,6 +212,10 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from crm_sync.encryption import generate_key
+
+    # A throwaway key for the bench database: credentials are stored encrypted.
+    os.environ.setdefault("CRM_SYNC_SECRET_KEY", generate_key())
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--provider", default="allio", choices=["allio"])
     parser.add_argument("--processes", type=int, default=3)

@@ -44,6 +44,7 @@ from sqlalchemy.engine import make_url
 from crm_schema.engine import make_engine
 from crm_schema.integrations import add_integration
 from crm_schema.migrate import upgrade
+from crm_sync.encryption import generate_key
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -343,6 +344,8 @@ def goals(points: list[Point]) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A throwaway key for the bench database: credentials are stored encrypted.
+    os.environ.setdefault("CRM_SYNC_SECRET_KEY", generate_key())
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per point")
     parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per point")

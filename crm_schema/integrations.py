@@ -1,15 +1,23 @@
-"""Integration records: create, list, look up, update and toggle connected accounts."""
+"""Integration records: create, list, look up, update and toggle connected accounts.
+
+Every value of `credentials` is stored encrypted (``{"api_token": "fernet:..."}``,
+crm_sync.encryption): the keys stay readable, callers see plaintext in
+`Integration.credentials`. `webhook_secret` stays plaintext (the receiver compares it).
+"""
 
 from __future__ import annotations
 
+import json
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from crm_schema.tables import integrations
+from crm_schema.tables import integrations, provider_tokens
+from crm_sync import encryption
 from crm_sync.redaction import mask_secret
 from crm_sync.registry import PROVIDERS, UnknownProvider, get_provider
 
@@ -49,15 +57,20 @@ class Integration:
     def __repr__(self) -> str:
         return f"Integration(id={self.id}, provider={self.provider!r}, name={self.name!r})"
 
-    def public_dict(self) -> dict[str, Any]:
-        """JSON-safe view with every secret masked."""
+    def masked_webhook(self, text: str) -> str:
+        """``text`` with the webhook key masked like every other secret."""
+        return text.replace(self.webhook_key, mask_secret(self.webhook_key))
+
+    def public_dict(self, reveal_webhook: bool = False) -> dict[str, Any]:
+        """JSON-safe view with every secret masked (the webhook key too, unless revealed)."""
+        show = (lambda text: text) if reveal_webhook else self.masked_webhook
         return {
             "id": self.id,
             "provider": self.provider,
             "name": self.name,
             "integration_uuid": self.integration_uuid,
-            "webhook_key": self.webhook_key,
-            "webhook_path": self.webhook_path,
+            "webhook_key": show(self.webhook_key),
+            "webhook_path": show(self.webhook_path),
             "api_base_url": self.api_base_url,
             "credentials": {k: mask_secret(v) for k, v in self.credentials.items()},
             "webhook_secret": mask_secret(self.webhook_secret) if self.webhook_secret else None,
@@ -71,6 +84,43 @@ def new_webhook_key() -> str:
     return secrets.token_urlsafe(24)
 
 
+def _what(integration_id: int | None) -> str:
+    return f"the credentials of integration {integration_id}" if integration_id else "credentials"
+
+
+def seal_credentials(
+    credentials: Mapping[str, Any], cipher: encryption.Cipher | None = None
+) -> dict[str, str]:
+    """Each value encrypted (as JSON, so any type round-trips); the keys stay readable.
+
+    Without a configured key this raises SecretKeyError before anything is written.
+    """
+    seal = cipher.encrypt if cipher is not None else encryption.encrypt
+    return {
+        name: seal(json.dumps(value, ensure_ascii=False)) for name, value in credentials.items()
+    }
+
+
+def open_credentials(
+    stored: Mapping[str, Any] | None,
+    integration_id: int | None,
+    cipher: encryption.Cipher | None = None,
+) -> dict[str, Any]:
+    """Stored credentials in plaintext; a value written before encryption is read as is."""
+    out: dict[str, Any] = {}
+    what = _what(integration_id)
+    for name, value in (stored or {}).items():
+        if not encryption.is_encrypted(value):
+            out[name] = value
+            continue
+        text = cipher.decrypt(value, what) if cipher else encryption.decrypt(value, what)
+        try:
+            out[name] = json.loads(text)
+        except ValueError:
+            out[name] = text
+    return out
+
+
 def _row_to_integration(row: Any) -> Integration:
     return Integration(
         id=row.id,
@@ -81,7 +131,7 @@ def _row_to_integration(row: Any) -> Integration:
         api_base_url=row.api_base_url,
         settings=dict(row.settings or {}),
         is_active=bool(row.is_active),
-        credentials=dict(row.credentials or {}),
+        credentials=open_credentials(row.credentials, row.id),
         webhook_secret=row.webhook_secret,
     )
 
@@ -102,6 +152,7 @@ def add_integration(
         get_provider(provider)
     except UnknownProvider as exc:
         raise IntegrationError(str(exc)) from None
+    sealed = seal_credentials(credentials)  # no key: refused here, before any write
     if integration_uuid is not None:
         dup = conn.execute(
             select(integrations.c.id).where(
@@ -123,7 +174,7 @@ def add_integration(
                 webhook_key=new_webhook_key(),
                 api_base_url=api_base_url,
                 webhook_secret=webhook_secret,
-                credentials=credentials,
+                credentials=sealed,
                 settings=settings or {},
                 is_active=True,
             )
@@ -183,7 +234,8 @@ def update_integration(
     if api_base_url is not None:
         values["api_base_url"] = api_base_url
     if credentials:
-        values["credentials"] = get_integration(conn, integration_id).credentials | credentials
+        merged = get_integration(conn, integration_id).credentials | credentials
+        values["credentials"] = seal_credentials(merged)
     if settings is not None:
         values["settings"] = settings
     if not values:
@@ -194,3 +246,79 @@ def update_integration(
     if result.rowcount == 0:
         raise IntegrationError(f"no integration with id {integration_id}")
     return get_integration(conn, integration_id)
+
+
+@dataclass(frozen=True)
+class RotationCounts:
+    """What `rotate_secrets` re-encrypted (counts only)."""
+
+    integrations: int = 0
+    credentials: int = 0
+    plaintext_credentials: int = 0
+    tokens: int = 0
+    plaintext_tokens: int = 0
+
+
+def rotate_secrets(
+    conn: Connection, read: encryption.Cipher, write: encryption.Cipher
+) -> RotationCounts:
+    """Re-encrypt every credential and provider token with ``write`` (call in one transaction).
+
+    ``read`` decrypts what is stored (plaintext from before encryption is taken as is);
+    a value it cannot decrypt raises DecryptError naming the integration, and the
+    caller's transaction then writes nothing. Rows are locked (PostgreSQL) so a token
+    renewed meanwhile is never overwritten with its predecessor.
+    """
+    n_integrations = n_credentials = n_plain = 0
+    rows = conn.execute(
+        select(integrations.c.id, integrations.c.credentials)
+        .order_by(integrations.c.id)
+        .with_for_update()
+    ).all()
+    for row in rows:
+        stored = dict(row.credentials or {})
+        if not stored:
+            continue
+        plain = open_credentials(stored, row.id, cipher=read)
+        n_plain += sum(1 for v in stored.values() if not encryption.is_encrypted(v))
+        conn.execute(
+            update(integrations)
+            .where(integrations.c.id == row.id)
+            .values(credentials=seal_credentials(plain, cipher=write))
+        )
+        n_integrations += 1
+        n_credentials += len(stored)
+    n_tokens = n_plain_tokens = 0
+    t = provider_tokens.c
+    token_rows = conn.execute(
+        select(t.integration_id, t.name, t.access_token, t.refresh_token, t.version)
+        .order_by(t.integration_id, t.name)
+        .with_for_update()
+    ).all()
+    for row in token_rows:
+        values: dict[str, str] = {}
+        for column in ("access_token", "refresh_token"):
+            stored_value = getattr(row, column)
+            if not stored_value:
+                continue
+            what = f"the {row.name} {column} of integration {row.integration_id}"
+            values[column] = write.encrypt(read.decrypt(stored_value, what))
+            n_tokens += 1
+            n_plain_tokens += not encryption.is_encrypted(stored_value)
+        if values:
+            # The version guard: a token renewed since we read it is not overwritten.
+            done = conn.execute(
+                update(provider_tokens)
+                .where(
+                    t.integration_id == row.integration_id,
+                    t.name == row.name,
+                    t.version == row.version,
+                )
+                .values(**values)
+            ).rowcount
+            if done != 1:
+                raise IntegrationError(
+                    f"the {row.name} token of integration {row.integration_id} changed during "
+                    "the rotation: nothing was written, run it again"
+                )
+    return RotationCounts(n_integrations, n_credentials, n_plain, n_tokens, n_plain_tokens)

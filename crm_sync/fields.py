@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, Field, SecretStr, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 Store = Literal["integration_uuid", "api_base_url", "webhook_secret", "credentials", "settings"]
 COLUMNS = ("integration_uuid", "api_base_url", "webhook_secret")
@@ -61,6 +61,18 @@ HttpUrl = Annotated[str, AfterValidator(_http_url)]
 UuidText = Annotated[str, AfterValidator(_uuid)]
 Secret = Annotated[SecretStr, AfterValidator(_secret)]
 TimeZoneName = Annotated[str, AfterValidator(_time_zone)]
+
+
+class ProviderSettings(BaseModel):
+    """What every provider's integration settings share; a provider's model extends it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Off: phone numbers and e-mail addresses are masked in the stored call log
+    # (api_call_log bodies, URLs, errors). On only where a contract allows keeping them.
+    log_personal_data: bool = Field(
+        False, description="Keep phones and e-mails in the call log (default: masked)."
+    )
 
 
 def setup_field(

@@ -146,3 +146,36 @@ def install_log_redaction(logger_name: str, secrets: Iterable[str] = ()) -> None
         flt = _filters[logger_name] = UrlRedactionFilter()
         logging.getLogger(logger_name).addFilter(flt)
     flt.secrets.update(s for s in secrets if s)
+
+
+# Personal data in stored bodies (api_call_log): e-mail addresses anywhere; phone numbers
+# under phone-like JSON keys or form fields (any spelling, even bare digits), and
+# elsewhere when they cannot be an id or a time: a leading "+" or a "(code)" part.
+PERSONAL_MASK = "***"
+_EMAIL = re.compile(  # bounded parts: linear on long runs of word characters
+    r"(?<![\w.%+-])[\w.%+-]{1,64}(?:@|%40)[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){0,8}\.[A-Za-z]{2,24}"
+)
+_PERSONAL_KEY = r"[\w-]*(?:phone|mobile|e-?mail|msisdn)[\w-]*|tel|mail|contact_?number"
+_PERSONAL_JSON = re.compile(
+    rf'("(?:{_PERSONAL_KEY})"\s*:\s*)(?:"(?:[^"\\]|\\.)*"|[+\d][\d.eE+-]*)', re.IGNORECASE
+)
+_PERSONAL_FORM = re.compile(rf"((?:^|[?&])(?:{_PERSONAL_KEY})=)[^&#\s]*", re.IGNORECASE)
+_PHONE = re.compile(
+    r"(?<![\w.:/+-])(?:\+\d(?:[\s().-]*\d){9,14}|(?:\d[\s.-]?)?\(\d{2,5}\)(?:[\s.-]*\d){5,10})"
+    r"(?![\w:/])"
+)
+
+
+def mask_personal_data(text: str | None) -> str | None:
+    """``text`` (a request or response body, a URL) with phones and e-mails masked.
+
+    For the call log of integrations that do not keep personal data (the default).
+    JSON keys and form fields that name a phone or an e-mail lose their whole value;
+    free text loses e-mail addresses and numbers that can only be phones.
+    """
+    if not text:
+        return text
+    text = _PERSONAL_JSON.sub(rf'\1"{PERSONAL_MASK}"', text)
+    text = _PERSONAL_FORM.sub(rf"\1{PERSONAL_MASK}", text)
+    text = _EMAIL.sub(PERSONAL_MASK, text)
+    return _PHONE.sub(PERSONAL_MASK, text)

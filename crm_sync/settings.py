@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_SQLITE_PATH = Path(".data") / "crm.sqlite3"
@@ -34,6 +34,26 @@ class Settings(BaseSettings):
     rate_limits: Annotated[dict[str, float], NoDecode] = Field(
         default_factory=dict, validation_alias=AliasChoices("CRM_SYNC_RATE_LIMITS")
     )
+
+    # Fernet key(s) that encrypt credentials and provider tokens at rest (crm_sync.encryption):
+    # "current[,older,...]" — the first encrypts, all decrypt (a rotation in progress).
+    # Checked where it is used, so a bad key's text never lands in a settings error.
+    secret_key: SecretStr | None = Field(None, validation_alias=AliasChoices("CRM_SYNC_SECRET_KEY"))
+    # A file holding the key(s) instead (`make dev`: .data/secret.key); the variable wins.
+    secret_key_file: Path | None = Field(
+        None, validation_alias=AliasChoices("CRM_SYNC_SECRET_KEY_FILE")
+    )
+    # The daily maintenance job deletes api_call_log rows older than this.
+    call_log_retention_days: int = Field(
+        14, ge=1, validation_alias=AliasChoices("CRM_SYNC_CALL_LOG_RETENTION_DAYS")
+    )
+
+    @field_validator("secret_key", "secret_key_file", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
 
     @field_validator("rate_limits", mode="before")
     @classmethod

@@ -19,6 +19,13 @@ from sqlalchemy.engine import make_url
 
 from crm_schema.engine import make_engine
 from crm_schema.migrate import upgrade
+from crm_sync.encryption import generate_key
+
+# Credentials are stored encrypted: every test process (and the CLI, Dagster and devstack
+# subprocesses the tests start, which inherit os.environ) gets one fresh key, so
+# `make test` needs none in the environment. Set before anything reads the settings.
+os.environ["CRM_SYNC_SECRET_KEY"] = generate_key()
+os.environ.pop("CRM_SYNC_SECRET_KEY_FILE", None)
 
 BACKENDS = ["sqlite", "postgres"]
 

@@ -7,6 +7,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
+from crm_schema.integrations import list_integrations
 from crm_sync.cli import main
 from tests.conftest import count_rows
 
@@ -73,10 +74,45 @@ def test_add_json_and_lifecycle(database_url: str, engine) -> None:
     assert code == 0 and "is_active: True" in out and TOKEN not in out
 
 
-def test_plain_add_prints_webhook_url(database_url: str) -> None:
+def test_plain_add_prints_webhook_url(database_url: str, engine) -> None:
     code, out = add(database_url)
     assert code == 0, out
     assert "/webhooks/allio/" in out and TOKEN not in out
+    with engine.connect() as conn:
+        [item] = list_integrations(conn)
+    # The provider needs the whole URL: `add` is where it is shown in full.
+    assert f"webhook URL: http://127.0.0.1:8000/webhooks/allio/{item.webhook_key}" in out
+
+
+def test_list_and_show_mask_the_webhook_key_unless_revealed(database_url: str) -> None:
+    code, out = add(database_url, "--json")
+    assert code == 0, out
+    added = json.loads(out)
+    key, ident = added["webhook_key"], str(added["id"])
+    assert added["webhook_url"].endswith(f"/webhooks/allio/{key}")
+    masked = f"****{key[-4:]}"
+
+    code, out = run(database_url, "integrations", "list")
+    assert code == 0 and key not in out and f"/webhooks/allio/{masked}" in out
+    code, out = run(database_url, "integrations", "list", "--json")
+    assert code == 0 and key not in out and TOKEN not in out
+    [listed] = json.loads(out)
+    assert listed["webhook_key"] == masked
+    assert listed["webhook_path"] == f"/webhooks/allio/{masked}"
+    assert listed["webhook_url"] == f"http://127.0.0.1:8000/webhooks/allio/{masked}"
+
+    for args in ([], ["--json"]):
+        code, out = run(database_url, "integrations", "show", ident, *args)
+        assert code == 0 and key not in out and masked in out and TOKEN not in out
+    code, out = run(database_url, "integrations", "show", ident, "--reveal-webhook-url")
+    assert code == 0 and f"webhook_url: http://127.0.0.1:8000/webhooks/allio/{key}" in out
+    assert TOKEN not in out  # only the webhook URL is revealed
+    code, out = run(database_url, "integrations", "show", ident, "--json", "--reveal-webhook-url")
+    shown = json.loads(out)
+    assert (shown["webhook_key"], shown["webhook_url"]) == (key, added["webhook_url"])
+    assert shown["credentials"] == {"api_token": f"****{TOKEN[-4:]}"}
+    code, out = run(database_url, "integrations", "update", ident, "--name", "x", "--json")
+    assert code == 0 and key not in out
 
 
 def test_webhook_keys_are_unique(database_url: str) -> None:

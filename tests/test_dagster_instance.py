@@ -22,11 +22,19 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_definitions_load_with_expected_parts() -> None:
     repo = defs.get_repository_def()
-    assert {j.name for j in repo.get_all_jobs()} >= {"allio_sync", "allio_delete_control"}
+    assert {j.name for j in repo.get_all_jobs()} >= {
+        "allio_sync",
+        "allio_delete_control",
+        "api_call_log_retention",  # orchestration/defs/maintenance
+    }
     sensor = repo.get_sensor_def("allio_webhook_sensor")
     assert sensor.default_status == DefaultSensorStatus.RUNNING
     assert 5 <= sensor.minimum_interval_seconds <= 15
-    for name in ("allio_reconcile_daily", "allio_delete_control_daily"):
+    for name in (
+        "allio_reconcile_daily",
+        "allio_delete_control_daily",
+        "api_call_log_retention_daily",
+    ):
         assert repo.get_schedule_def(name).default_status == DefaultScheduleStatus.RUNNING
     job = defs.resolve_job_def("allio_sync")
     assert job.executor_def.name == "in_process"

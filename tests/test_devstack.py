@@ -69,3 +69,19 @@ def test_demo_stack_shows_finished_runs(tmp_path: Path) -> None:
     assert "crm-sync demo is up" in output
     noisy = [line for line in output.splitlines() if "warn" in line.lower()]
     assert noisy == [], "make dev should print no warnings"
+
+
+def test_a_second_start_finds_the_demo_integrations_with_their_real_urls(
+    tmp_path: Path,
+) -> None:
+    """`integrations list` masks webhook keys; the demo must still post to the real URL."""
+    from provider_emulators.allio import DEMO
+    from provider_emulators.devstack import _crm_sync
+
+    url = f"sqlite:///{tmp_path / 'crm.sqlite3'}"
+    upgrade(url)
+    crm_sync = _crm_sync(dict(os.environ, DATABASE_URL=url))
+    first = DEMO.ensure_integrations(crm_sync, "http://127.0.0.1:9")
+    second = DEMO.ensure_integrations(crm_sync, "http://127.0.0.1:9")
+    assert [i["webhook_path"] for i in second] == [i["webhook_path"] for i in first]
+    assert all("*" not in i["webhook_path"] for i in second)

@@ -13,6 +13,19 @@ def test_defaults() -> None:
     assert settings.task_lease_seconds == 120
     assert settings.rate_limits == {}
     assert settings.database_url.startswith("sqlite:///")
+    assert settings.call_log_retention_days == 14
+    assert settings.secret_key_file is None
+
+
+def test_secret_key_settings(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setenv("CRM_SYNC_SECRET_KEY", "k1,k2")
+    monkeypatch.setenv("CRM_SYNC_SECRET_KEY_FILE", str(tmp_path / "secret.key"))
+    settings = Settings(_env_file=None)
+    assert settings.secret_key is not None and settings.secret_key.get_secret_value() == "k1,k2"
+    assert "k1" not in repr(settings)  # a SecretStr
+    assert settings.secret_key_file == tmp_path / "secret.key"
+    monkeypatch.setenv("CRM_SYNC_SECRET_KEY", " ")
+    assert Settings(_env_file=None).secret_key is None  # blank is unset
 
 
 def test_lease_and_quotas_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -29,6 +42,7 @@ def test_lease_and_quotas_from_the_environment(monkeypatch: pytest.MonkeyPatch) 
         ("CRM_SYNC_RATE_LIMITS", "allio", "is not provider=rate"),
         ("CRM_SYNC_RATE_LIMITS", "allio=0", "rates must be > 0"),
         ("CRM_SYNC_TASK_LEASE_SECONDS", "0", "greater than 0"),
+        ("CRM_SYNC_CALL_LOG_RETENTION_DAYS", "0", "greater than or equal to 1"),
     ],
 )
 def test_bad_values_are_named(

@@ -1,4 +1,4 @@
-"""The `crm-sync` command line: database, integrations, emulators, health.
+"""The `crm-sync` command line: database, integrations, secrets, emulators, health.
 
 The CLI is the product's front door and drives every layer; no layer imports it.
 """
@@ -9,6 +9,7 @@ import click
 
 from crm_sync.cli.db import db
 from crm_sync.cli.integrations import integrations
+from crm_sync.cli.secrets import secrets
 from provider_emulators.cli import emulate
 
 
@@ -19,4 +20,5 @@ def main() -> None:
 
 main.add_command(db)
 main.add_command(integrations)
+main.add_command(secrets)
 main.add_command(emulate)

@@ -1,4 +1,4 @@
-"""What every command shares: the database option and clear database errors."""
+"""What every command shares: the database option and clear database (and key) errors."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
 
 from crm_schema import integrations as integ
 from crm_schema.engine import DatabaseUrlError, make_engine
+from crm_sync.encryption import EncryptionError
 from crm_sync.settings import get_settings
 
 database_option = click.option(
@@ -47,7 +48,7 @@ def connection(database_url: str | None) -> Iterator[Connection]:
     try:
         with engine.begin() as conn:
             yield conn
-    except integ.IntegrationError as exc:
+    except (integ.IntegrationError, EncryptionError) as exc:
         raise click.ClickException(str(exc)) from None
     except (OperationalError, ProgrammingError) as exc:
         first = first_line(exc)

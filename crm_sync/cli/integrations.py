@@ -128,12 +128,16 @@ def _webhook_url(item: integ.Integration) -> str:
     return get_settings().receiver_public_base_url.rstrip("/") + item.webhook_path
 
 
-def _public(item: integ.Integration) -> dict[str, Any]:
-    return item.public_dict() | {"webhook_url": _webhook_url(item) if item.webhook_path else None}
+def _public(item: integ.Integration, reveal_webhook: bool = False) -> dict[str, Any]:
+    """Masked like every other secret; the webhook key (path, URL) only when revealed."""
+    url = _webhook_url(item) if item.webhook_path else None
+    if url is not None and not reveal_webhook:
+        url = item.masked_webhook(url)
+    return item.public_dict(reveal_webhook=reveal_webhook) | {"webhook_url": url}
 
 
-def _print_one(item: integ.Integration, as_json: bool) -> None:
-    data = _public(item)
+def _print_one(item: integ.Integration, as_json: bool, reveal_webhook: bool = False) -> None:
+    data = _public(item, reveal_webhook)
     if as_json:
         click.echo(json.dumps(data, ensure_ascii=False))
         return
@@ -186,8 +190,8 @@ def integrations_add(
             credentials=parts["credentials"],
             settings=parts["settings"],
         )
-    if as_json:
-        _print_one(item, as_json=True)
+    if as_json:  # the provider needs the whole URL: `add` is where it is shown
+        _print_one(item, as_json=True, reveal_webhook=True)
         return
     click.echo(f"integration {item.id} ({item.provider}, {item.name}) added")
     for path in item.webhook_paths:
@@ -294,7 +298,7 @@ def integrations_update(
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 @database_option
 def integrations_list(as_json: bool, database_url: str | None) -> None:
-    """List integrations (secrets masked)."""
+    """List integrations (secrets masked, webhook keys too)."""
     with connection(database_url) as conn:
         items = integ.list_integrations(conn)
     if as_json:
@@ -306,18 +310,26 @@ def integrations_list(as_json: bool, database_url: str | None) -> None:
     click.echo(f"{'id':>4}  {'provider':<10} {'active':<6} {'name':<30} webhook_path")
     for i in items:
         active = "yes" if i.is_active else "no"
-        click.echo(f"{i.id:>4}  {i.provider:<10} {active:<6} {i.name[:30]:<30} {i.webhook_path}")
+        path = i.masked_webhook(i.webhook_path)
+        click.echo(f"{i.id:>4}  {i.provider:<10} {active:<6} {i.name[:30]:<30} {path}")
 
 
 @integrations.command("show")
 @click.argument("integration_id", type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True)
+@click.option(
+    "--reveal-webhook-url",
+    is_flag=True,
+    help="Show the webhook key, path and URL in full (to give them to the provider again).",
+)
 @database_option
-def integrations_show(integration_id: int, as_json: bool, database_url: str | None) -> None:
-    """Show one integration (secrets masked)."""
+def integrations_show(
+    integration_id: int, as_json: bool, reveal_webhook_url: bool, database_url: str | None
+) -> None:
+    """Show one integration (secrets masked, the webhook key too unless revealed)."""
     with connection(database_url) as conn:
         item = integ.get_integration(conn, integration_id)
-    _print_one(item, as_json)
+    _print_one(item, as_json, reveal_webhook=reveal_webhook_url)
 
 
 def _toggle(active: bool) -> Callable[..., None]:

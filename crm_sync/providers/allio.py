@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from crm_sync.fields import HttpUrl, Secret, TimeZoneName, UuidText, setup_field
+from crm_sync.fields import (
+    HttpUrl,
+    ProviderSettings,
+    Secret,
+    TimeZoneName,
+    UuidText,
+    setup_field,
+)
 from crm_sync.provider_spec import ProviderSpec, RatePolicy
 
 
@@ -46,10 +53,9 @@ class AllioSetup(BaseModel):
     )
 
 
-class AllioSettings(BaseModel):
-    """Integration settings (`crm-sync integrations update ID --setting KEY=VALUE`)."""
-
-    model_config = ConfigDict(extra="forbid")
+class AllioSettings(ProviderSettings):
+    """Integration settings (`crm-sync integrations update ID --setting KEY=VALUE`);
+    `log_personal_data` comes from ProviderSettings."""
 
     delete_control: bool = False
     timezone: TimeZoneName = DEFAULT_TIME_ZONE

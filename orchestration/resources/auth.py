@@ -9,7 +9,8 @@ of renewing too. A 401 renews once and retries; a refused renewal is an auth err
 never a retry loop.
 
 The renewal request goes through the client's transport, so it takes a quota slot
-and is logged like any other call.
+and is logged like any other call. Both tokens are stored encrypted
+(crm_sync.encryption, `fernet:...`); a plaintext token from before is still read.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from sqlalchemy import Engine, and_, or_, select, update
 from crm_schema.engine import dialect_insert
 from crm_schema.tables import provider_tokens
 from crm_schema.task_queue import as_utc, now_utc
+from crm_sync import encryption
 from orchestration.resources.errors import (
     ProviderAuthError,
     ProviderRateLimitedError,
@@ -88,13 +90,25 @@ class TokenStore:
             ).first()
         if row is None:
             return None
-        return StoredToken(row.access_token, row.refresh_token, as_utc(row.expires_at), row.version)
+        return StoredToken(
+            self._open(row.access_token, "access_token"),
+            self._open(row.refresh_token, "refresh_token"),
+            as_utc(row.expires_at),
+            row.version,
+        )
+
+    def _open(self, stored: str | None, column: str) -> str | None:
+        if not stored:
+            return stored
+        what = f"the {self.name} {column} of integration {self.integration_id}"
+        return encryption.decrypt(stored, what)
 
     def seed(self, token: NewToken) -> StoredToken:
         """Store a token obtained outside a renewal (e.g. an OAuth code exchange)."""
+        values = self._values(token)  # encrypted first: without a key nothing is written
         with self.engine.begin() as conn:
             self._ensure_row(conn)
-            conn.execute(update(provider_tokens).where(self._row).values(**self._values(token)))
+            conn.execute(update(provider_tokens).where(self._row).values(**values))
         stored = self.get()
         assert stored is not None
         return stored
@@ -124,11 +138,12 @@ class TokenStore:
 
     def store(self, token: NewToken) -> StoredToken:
         """Save a renewed token (before anyone uses it) and release the lease."""
+        values = self._values(token)
         with self.engine.begin() as conn:
             conn.execute(
                 update(provider_tokens)
                 .where(self._row)
-                .values(**self._values(token), lock_owner=None, lock_expires_at=None)
+                .values(**values, lock_owner=None, lock_expires_at=None)
             )
         stored = self.get()
         assert stored is not None
@@ -137,13 +152,13 @@ class TokenStore:
     def _values(self, token: NewToken) -> dict[str, object]:
         expires = now_utc() + timedelta(seconds=token.expires_in) if token.expires_in else None
         values: dict[str, object] = {
-            "access_token": token.access_token,
+            "access_token": encryption.encrypt(token.access_token),
             "expires_at": expires,
             "version": provider_tokens.c.version + 1,
             "updated_at": now_utc(),
         }
         if token.refresh_token is not None:
-            values["refresh_token"] = token.refresh_token
+            values["refresh_token"] = encryption.encrypt(token.refresh_token)
         return values
 
     def _ensure_row(self, conn) -> None:  # noqa: ANN001
@@ -210,6 +225,9 @@ class StoredTokenAuth(httpx.Auth):
         self, seen: StoredToken | None, rejected: bool = False
     ) -> Generator[httpx.Request, httpx.Response, StoredToken]:
         """A usable token newer than ``seen``: renewed here, or by whoever holds the lease."""
+        # A renewed token must be stored encrypted: check for a key before asking the
+        # provider, so a single-use refresh token is never spent on a token we cannot keep.
+        encryption.current_cipher()
         seen_version = seen.version if seen else -1
         deadline = time.monotonic() + self.wait_seconds
         while True:
@@ -235,10 +253,10 @@ class StoredTokenAuth(httpx.Auth):
             response = yield self.renew_request(latest)
             self._check(response)
             token = self.read_token(response)
+            return self.store.store(token)
         except BaseException:
             self.store.unlock(self.owner)
             raise
-        return self.store.store(token)
 
     def _check(self, response: httpx.Response) -> None:
         status = response.status_code

@@ -5,7 +5,8 @@ A provider module subclasses :class:`ProviderClient` (endpoints, envelope via
 clients per integration). Everything cross-cutting lives here and in the transport:
 
 - every request on the wire first takes a slot on each of its limiter keys and
-  leaves one ``api_call_log`` row (``ProviderTransport``);
+  leaves one ``api_call_log`` row (``ProviderTransport``; secrets masked, and phones
+  and e-mails too unless the integration's ``log_personal_data`` setting is on);
 - bodies as JSON, form fields or raw bytes, query strings, per-request headers;
   204 / empty bodies are success (``None``) where a provider means "nothing";
 - auth as ``httpx.Auth`` (bearer token, a fetched token cached for its lifetime,
@@ -127,6 +128,7 @@ class ProviderClient:
         stats: CallStats | None = None,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        log_personal_data: bool = False,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
@@ -153,6 +155,7 @@ class ProviderClient:
             integration_id=integration_id,
             run_id=run_id,
             secrets=self._secrets,
+            log_personal_data=log_personal_data,
         )
         self._http = httpx.Client(
             base_url=self.base_url,
@@ -383,9 +386,20 @@ class ProviderResource(ConfigurableResource):
             rate *= self.lane_fraction or LANE_FRACTIONS[self.lane]
         return rate
 
-    def client_options(self, run_id: str | None, stats: CallStats | None) -> dict[str, Any]:
-        """Keyword arguments every :class:`ProviderClient` built by this resource gets."""
+    def client_options(
+        self,
+        run_id: str | None,
+        stats: CallStats | None,
+        integration: Integration | None = None,
+    ) -> dict[str, Any]:
+        """Keyword arguments every :class:`ProviderClient` built by this resource gets.
+
+        Pass the ``integration``: its `log_personal_data` setting (crm_sync.fields
+        `ProviderSettings`) decides whether phones and e-mails reach the call log.
+        """
+        settings = integration.settings if integration is not None else {}
         return {
+            "log_personal_data": bool(settings.get("log_personal_data", False)),
             "call_log": CallLog(shared_engine(self.database_url)) if self.log_calls else None,
             "run_id": run_id or self._run_id,
             "timeout_seconds": self.timeout_seconds,

@@ -1,11 +1,16 @@
-"""``api_call_log`` writer: one short INSERT per attempt; a failing log never fails a call."""
+"""``api_call_log`` writer: one short INSERT per attempt; a failing log never fails a call.
+
+Rows are kept for ``CRM_SYNC_CALL_LOG_RETENTION_DAYS`` (the maintenance job calls
+:func:`prune_call_log` daily).
+"""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
+from datetime import datetime
 
-from sqlalchemy import Engine, insert, update
+from sqlalchemy import Engine, delete, insert, select, update
 
 from crm_schema.tables import api_call_log
 
@@ -59,3 +64,38 @@ class CallLog:
                 )
         except Exception as exc:
             logger.warning("api_call_log update failed: %s", type(exc).__name__)
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """What one prune deleted."""
+
+    deleted: int
+    batches: int
+
+
+def prune_call_log(
+    engine: Engine, before: datetime, *, batch_size: int = 5000, max_batches: int | None = None
+) -> PruneResult:
+    """Delete ``api_call_log`` rows created before ``before``, oldest first, in batches.
+
+    Each batch is its own short transaction, so writers of new rows never wait long.
+    ``max_batches`` bounds one call (the rest waits for the next).
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    t = api_call_log.c
+    oldest = select(t.id).where(t.created_at < before).order_by(t.id).limit(batch_size)
+    deleted = batches = 0
+    while max_batches is None or batches < max_batches:
+        with engine.begin() as conn:
+            ids = conn.execute(oldest).scalars().all()
+            if ids:
+                conn.execute(delete(api_call_log).where(t.id.in_(ids)))
+        if not ids:
+            break
+        deleted += len(ids)
+        batches += 1
+        if len(ids) < batch_size:
+            break
+    return PruneResult(deleted, batches)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from crm_sync.redaction import mask_url, redact_body
+from crm_sync.redaction import mask_personal_data, mask_url, redact_body
 from orchestration.ratelimit import Throttle
 from orchestration.resources.calllog import CallLog, CallRecord
 
@@ -67,6 +67,7 @@ class ProviderTransport(httpx.BaseTransport):
         integration_id: int | None = None,
         run_id: str | None = None,
         secrets: Iterable[str] = (),
+        log_personal_data: bool = False,
     ) -> None:
         self.provider = provider
         self.inner = inner or httpx.HTTPTransport()
@@ -76,6 +77,17 @@ class ProviderTransport(httpx.BaseTransport):
         self.integration_id = integration_id
         self.run_id = run_id
         self.secrets = tuple(s for s in secrets if s)
+        # Off (the default): phones and e-mails are masked in the logged URL, bodies, errors.
+        self.log_personal_data = log_personal_data
+
+    def _personal(self, text: str | None) -> str | None:
+        return text if self.log_personal_data else mask_personal_data(text)
+
+    def _body(self, body: bytes | None) -> str | None:
+        if body is None:
+            return None
+        text = self._personal(body.decode("utf-8", "replace"))  # before it is cut short
+        return redact_body(text, self.secrets, BODY_LOG_LIMIT)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         if self.throttle is not None:
@@ -100,7 +112,8 @@ class ProviderTransport(httpx.BaseTransport):
         """Add an error to the call-log row of ``response`` (e.g. a malformed body)."""
         row_id = response.extensions.get(CALL_ROW)
         if self.call_log is not None and row_id is not None:
-            self.call_log.annotate(row_id, redact_body(error, self.secrets, 1000) or error)
+            masked = redact_body(self._personal(error), self.secrets, 1000)
+            self.call_log.annotate(row_id, masked or "")
 
     def close(self) -> None:
         self.inner.close()
@@ -122,16 +135,12 @@ class ProviderTransport(httpx.BaseTransport):
                 provider=self.provider,
                 integration_id=self.integration_id,
                 method=request.method,
-                url=mask_url(str(request.url), self.secrets),
+                url=self._personal(mask_url(str(request.url), self.secrets)) or "",
                 attempt=int(request.extensions.get(ATTEMPT, 1)),
                 status_code=status,
                 duration_ms=round((time.perf_counter() - started) * 1000.0, 3),
-                request_body=redact_body(request.content, self.secrets, BODY_LOG_LIMIT),
-                response_body=redact_body(
-                    response.content if response is not None else None,
-                    self.secrets,
-                    BODY_LOG_LIMIT,
-                ),
+                request_body=self._body(request.content),
+                response_body=self._body(response.content if response is not None else None),
                 error=error,
                 run_id=self.run_id,
             )

@@ -33,6 +33,10 @@ def ensure_integrations(crm_sync: CrmSync, api_base_url: str) -> list[dict[str, 
             args += ["--integration-uuid", uuid, "--api-base-url", api_base_url, "--json"]
             args += ["--delete-control"] if delete_control else []
             existing[uuid] = json.loads(crm_sync(*args, CRM_SYNC_API_TOKEN=DEFAULT_TOKEN))
+        else:  # `list` masks webhook keys; the demo needs the real URL to post to
+            ident = str(existing[uuid]["id"])
+            shown = crm_sync("integrations", "show", ident, "--json", "--reveal-webhook-url")
+            existing[uuid] = json.loads(shown)
         found.append(existing[uuid])
     return found
 

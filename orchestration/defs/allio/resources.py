@@ -37,7 +37,7 @@ class AllioResource(ProviderResource):
             integration_id=integration.id,
             auth=BearerAuth(token),
             secrets=[token],
-            **self.client_options(run_id, stats),
+            **self.client_options(run_id, stats, integration),
         )
 
 

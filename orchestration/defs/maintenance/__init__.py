@@ -1,0 +1,1 @@
+"""Housekeeping of the CRM database that belongs to no provider (call-log retention)."""
