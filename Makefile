@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: dev test lint format bench bench-receiver bench-quota bench-sync clean
+.PHONY: dev test lint format bench bench-receiver bench-quota bench-sync bench-reliability clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ bench-quota: $(STAMP)
 
 bench-sync: $(STAMP)
 	$(BIN)/python bench/allio_sync.py
+
+## bench-reliability: issue 9's scenarios 1-7 per provider on PostgreSQL and SQLite (--quick: small)
+bench-reliability: $(STAMP)
+	$(BIN)/python bench/reliability.py --provider all --database both
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .ruff_cache

@@ -38,13 +38,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import text
 
 from crm_schema.engine import make_engine
 from crm_schema.integrations import add_integration
 from crm_schema.migrate import upgrade
 from crm_sync.encryption import generate_key
+from provider_emulators.testing import fresh_postgres_database
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -115,19 +115,7 @@ def postgres_database() -> Database:
     admin_url = os.environ.get("BENCH_DATABASE_URL") or os.environ.get(
         "TEST_DATABASE_URL", DEFAULT_PG
     )
-    admin = create_engine(
-        make_url(admin_url).set(drivername="postgresql+psycopg2"), isolation_level="AUTOCOMMIT"
-    )
-    name = f"crm_bench_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
-
-    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    url, drop = fresh_postgres_database(admin_url, "crm_bench")
     return Database(url, drop)
 
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import uvicorn
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
 from starlette.types import ASGIApp
 
 
@@ -78,3 +81,20 @@ def running_server(
         yield server.start()
     finally:
         server.stop()
+
+
+def fresh_postgres_database(admin_url: str, prefix: str) -> tuple[str, Callable[[], None]]:
+    """A new, empty database on the server of ``admin_url``: (its URL, a drop function)."""
+    admin = create_engine(
+        make_url(admin_url).set(drivername="postgresql+psycopg2"), isolation_level="AUTOCOMMIT"
+    )
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False), drop

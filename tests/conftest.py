@@ -30,7 +30,8 @@ os.environ.pop("CRM_SYNC_SECRET_KEY_FILE", None)
 BACKENDS = ["sqlite", "postgres"]
 
 
-def _pg_admin_url() -> str | None:
+def pg_admin_url() -> str | None:
+    """TEST_DATABASE_URL; under CI=true its absence fails the test, else None."""
     url = os.environ.get("TEST_DATABASE_URL")
     if url:
         return url
@@ -54,7 +55,7 @@ def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def _pg_template() -> Iterator[str]:
-    admin = _pg_admin_url()
+    admin = pg_admin_url()
     if admin is None:
         pytest.skip("TEST_DATABASE_URL not set: PostgreSQL half skipped (CI always runs it)")
     name = f"crm_tpl_{uuid.uuid4().hex[:10]}"
@@ -115,7 +116,7 @@ def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
     if backend == "sqlite":
         yield f"sqlite:///{tmp_path / 'empty.sqlite3'}"
         return
-    admin = _pg_admin_url()
+    admin = pg_admin_url()
     if admin is None:
         pytest.skip("TEST_DATABASE_URL not set")
     name = f"crm_e_{uuid.uuid4().hex[:12]}"

@@ -5,11 +5,7 @@ Test modules import what they use (`from tests.receiver_fixtures import ...`).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import socket
-import sqlite3
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +13,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
 from crm_schema.integrations import Integration, add_integration, set_active
+from provider_emulators.reliability.stack import sqlite_held
 from provider_emulators.testing import running_server
 from webhook_receiver.app import create_app
 
@@ -64,87 +61,8 @@ def webhook(integration: Integration, indexes: list[Any] | None = None, **extra:
     }
 
 
-class TcpProxy:
-    """A TCP relay (asyncio, own thread) between the receiver and PostgreSQL.
-
-    `stop()` closes the listener and every relayed connection, as a crashed or
-    unreachable database would; `start()` listens again on the same port.
-    """
-
-    def __init__(self, target_host: str, target_port: int) -> None:
-        self.target = (target_host, target_port)
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    def url_for(self, database_url: str) -> str:
-        """`database_url` rewritten to go through the proxy."""
-        url = make_url(database_url).set(host="127.0.0.1", port=self.port)
-        return url.render_as_string(hide_password=False)
-
-    def _run(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            writer.close()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.close()
-            return
-        self._writers.update((writer, up_writer))
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
-        self._writers.difference_update((writer, up_writer))
-
-    async def _start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._handle, "127.0.0.1", self.port, reuse_address=True
-        )
-
-    async def _stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-        for writer in list(self._writers):
-            writer.transport.abort()
-        self._writers.clear()
-
-    def start(self) -> TcpProxy:
-        self._run(self._start())
-        return self
-
-    def stop(self) -> None:
-        self._run(self._stop())
-
-    def close(self) -> None:
-        self.stop()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-
-
 @contextlib.contextmanager
 def sqlite_write_lock(database_url: str) -> Iterator[None]:
     """Hold SQLite's write lock from another connection (BEGIN EXCLUSIVE)."""
-    path = make_url(database_url).database
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        conn.execute("BEGIN EXCLUSIVE")
+    with sqlite_held(make_url(database_url).database):
         yield
-        conn.execute("ROLLBACK")
-    finally:
-        conn.close()

@@ -16,9 +16,9 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
+from provider_emulators.reliability.stack import TcpProxy
 from tests.conftest import count_rows
 from tests.receiver_fixtures import (
-    TcpProxy,
     add_allio,
     serve_receiver,
     sqlite_write_lock,
@@ -39,15 +39,15 @@ def outage(
         yield database_url, lambda: sqlite_write_lock(database_url)
         return
     url = make_url(database_url)
-    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432).start()
+    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432).restore()
 
     @contextlib.contextmanager
     def down() -> Iterator[None]:
-        proxy.stop()
+        proxy.cut()
         try:
             yield
         finally:
-            proxy.start()
+            proxy.restore()
 
     try:
         yield proxy.url_for(database_url), down

@@ -16,12 +16,14 @@ from provider_emulators.allio.app import (
 )
 from provider_emulators.allio.commands import COMMANDS as CLI_COMMANDS
 from provider_emulators.allio.demo import DEMO
+from provider_emulators.allio.reliability import RELIABILITY
 
 __all__ = [
     "CLI_COMMANDS",
     "COMMANDS",
     "DEFAULT_TOKEN",
     "DEMO",
+    "RELIABILITY",
     "create_app",
     "random_indexes",
     "send_webhooks",
