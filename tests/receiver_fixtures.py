@@ -9,6 +9,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
@@ -59,6 +60,15 @@ def webhook(integration: Integration, indexes: list[Any] | None = None, **extra:
         "indexes": [111, 222] if indexes is None else indexes,
         **extra,
     }
+
+
+def assert_error(resp: httpx.Response, status: int) -> dict:
+    """A refusal: ``status`` with a JSON body whose `error` says what is wrong."""
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith("application/json")
+    body = resp.json()
+    assert isinstance(body["error"], str) and body["error"]
+    return body
 
 
 @contextlib.contextmanager

@@ -23,6 +23,7 @@ from tests.allio_fixtures import (
     today,
     utcnow,
 )
+from tests.conftest import output_metadata
 
 # Fixtures shared by the ALLIO tests (bound here so pytest finds them in this module).
 allio_server, crm, emulator, instance = fx.allio_server, fx.crm, fx.emulator, fx.instance
@@ -266,7 +267,7 @@ def test_ids_allio_still_has_end_kept_and_are_counted(crm, instance, emulator: E
     assert by_webhook[kept]["outcome"] == "kept: still present"
     assert by_webhook[mixed]["outcome"] == "deleted 1, kept 1: still present"
     assert _tombstoned(engine, reserves, integ) == {"7"}
-    md = {k: v.value for k, v in _op_metadata(result).items()}
+    md = output_metadata(result)
     assert md["kept_tasks"] == 1 and md["still_present"] == 3 and md["tombstoned"] == 1
 
 
@@ -320,7 +321,7 @@ def test_old_delete_tasks_wait_for_ops_to_confirm(crm, instance, emulator: Emula
     assert by_webhook[fresh]["status"] == 2
     held = by_webhook[old]
     assert held["status"] == 0 and held["attempts"] == 0 and held["finished_at"] is None
-    md = {k: v.value for k, v in _op_metadata(result).items()}
+    md = output_metadata(result)
     assert md["old_tasks_held"] == 1 and "confirm_old_deletes: true" in md["held"]
     out = result.output_for_node("allio_delete_control_op")[str(integ.id)]
     assert out["old_tasks_held"] == 1 and out["oldest_held_days"] == 30.0
@@ -330,8 +331,3 @@ def test_old_delete_tasks_wait_for_ops_to_confirm(crm, instance, emulator: Emula
     assert _tombstoned(engine, reserves, integ) == {"2"}
     assert run_delete_control(url, instance, confirm_old_deletes=True).success
     assert _tombstoned(engine, reserves, integ) == {"1", "2"}
-
-
-def _op_metadata(result):  # noqa: ANN001, ANN202
-    (output,) = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
-    return output.event_specific_data.metadata

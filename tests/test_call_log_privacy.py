@@ -7,6 +7,7 @@ import json
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -30,7 +31,7 @@ from orchestration.resources import ProviderClient
 from orchestration.resources.calllog import CallLog, prune_call_log
 from provider_emulators.allio import create_app
 from provider_emulators.testing import running_server
-from tests.conftest import count_rows
+from tests.conftest import count_rows, output_metadata
 
 TOKEN = "s3cr3t-allio-token-9f8e7d6c"
 PHONE, EMAIL = "+7 (916) 123-45-67", "ivan.petrov@example.ru"
@@ -170,32 +171,27 @@ def test_prune_deletes_old_rows_in_batches(engine: Engine) -> None:
     assert prune_call_log(engine, now_utc() - timedelta(days=14)).deleted == 0
 
 
+def _run_retention(database_url: str, config: dict) -> Any:
+    with DagsterInstance.ephemeral() as instance:
+        return (
+            build_definitions(database_url)
+            .resolve_job_def("api_call_log_retention")
+            .execute_in_process(
+                instance=instance,
+                run_config={"ops": {"prune_api_call_log_op": {"config": config}}},
+            )
+        )
+
+
 def test_the_retention_job_and_its_daily_schedule(database_url: str, engine: Engine) -> None:
     _log_rows(engine, [30, 15, 13, 0])
-    with DagsterInstance.ephemeral() as instance:
-        result = (
-            build_definitions(database_url)
-            .resolve_job_def("api_call_log_retention")
-            .execute_in_process(
-                instance=instance,
-                run_config={"ops": {"prune_api_call_log_op": {"config": {"batch_size": 1}}}},
-            )
-        )
+    result = _run_retention(database_url, {"batch_size": 1})
     assert result.success
-    [output] = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
-    metadata = output.event_specific_data.metadata  # type: ignore[union-attr]
-    assert metadata["deleted"].value == 2 and metadata["batches"].value == 2
-    assert metadata["retention_days"].value == 14
+    metadata = output_metadata(result)
+    assert metadata["deleted"] == 2 and metadata["batches"] == 2
+    assert metadata["retention_days"] == 14
     assert count_rows(engine, "api_call_log") == 2
-    with DagsterInstance.ephemeral() as instance:
-        result = (
-            build_definitions(database_url)
-            .resolve_job_def("api_call_log_retention")
-            .execute_in_process(
-                instance=instance,
-                run_config={"ops": {"prune_api_call_log_op": {"config": {"retention_days": 7}}}},
-            )
-        )
+    result = _run_retention(database_url, {"retention_days": 7})
     assert result.success and count_rows(engine, "api_call_log") == 1
     schedule = defs.get_repository_def().get_schedule_def("api_call_log_retention_daily")
     assert schedule.default_status == DefaultScheduleStatus.RUNNING

@@ -18,7 +18,7 @@ from sqlalchemy import select, text
 from crm_schema.providers.allio import allio_webhook
 from crm_sync.settings import get_settings
 from tests.conftest import count_rows
-from tests.receiver_fixtures import add_allio, serve_receiver, toggle, webhook
+from tests.receiver_fixtures import add_allio, assert_error, serve_receiver, toggle, webhook
 from webhook_receiver.app import create_app
 
 ROWS = "allio_webhook"
@@ -27,14 +27,6 @@ ROWS = "allio_webhook"
 def rows(engine) -> list:  # noqa: ANN001
     with engine.connect() as conn:
         return conn.execute(select(allio_webhook).order_by(allio_webhook.c.id)).all()
-
-
-def assert_error(resp: httpx.Response, status: int) -> dict:
-    assert resp.status_code == status, resp.text
-    assert resp.headers["content-type"].startswith("application/json")
-    body = resp.json()
-    assert isinstance(body["error"], str) and body["error"]
-    return body
 
 
 def test_valid_webhook_is_stored_before_200(database_url: str, engine) -> None:

@@ -28,7 +28,13 @@ from sqlalchemy import select
 from crm_schema.providers.allio import allio_webhook
 from crm_sync.redaction import MASK, UrlRedactionFilter, mask_webhook_path
 from tests.conftest import count_rows
-from tests.receiver_fixtures import add_allio, serve_receiver, sqlite_write_lock, webhook
+from tests.receiver_fixtures import (
+    add_allio,
+    assert_error,
+    serve_receiver,
+    sqlite_write_lock,
+    webhook,
+)
 from webhook_receiver.config import ReceiverConfig
 from webhook_receiver.responses import describe_json
 from webhook_receiver.security import is_json_content_type, is_webhook_key
@@ -37,14 +43,6 @@ from webhook_receiver.webhooks import WebhookHandler
 
 ROWS = "allio_webhook"
 KEY_LIKE = "Ab3_-xYzQ9Ab3_-xYzQ9Ab3_-xYzQ9Zz"  # what secrets.token_urlsafe(24) looks like
-
-
-def assert_error(resp: httpx.Response, status: int) -> dict:
-    assert resp.status_code == status, resp.text
-    assert resp.headers["content-type"].startswith("application/json")
-    body = resp.json()
-    assert isinstance(body["error"], str) and body["error"]
-    return body
 
 
 class RawAnswer:

@@ -35,7 +35,6 @@ def constant_time_equals(given: str, expected: str | None) -> bool:
 # NUL, for one, is refused by PostgreSQL as text and would read as an outage).
 MAX_WEBHOOK_KEY_LENGTH = 128
 _WEBHOOK_KEY = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_WEBHOOK_KEY_LENGTH}}}")
-is_webhook_key_match = _WEBHOOK_KEY.fullmatch
 
 # `application/json`, or `application/<subtype>+json` (RFC 6839 suffix) where the subtype
 # is an RFC 6838 restricted-name: it starts with a letter or digit, so `application/+json`
@@ -46,7 +45,7 @@ _OWS = b" \t"
 
 def is_webhook_key(value: str) -> bool:
     """True for a string that can be a webhook key: `[A-Za-z0-9_-]{1,128}`."""
-    return is_webhook_key_match(value) is not None
+    return _WEBHOOK_KEY.fullmatch(value) is not None
 
 
 def is_json_content_type(value: str | bytes | None) -> bool:

@@ -25,7 +25,7 @@ from webhook_receiver.security import (
     BodyTooLarge,
     ClientGone,
     is_json_content_type,
-    is_webhook_key_match,
+    is_webhook_key,
     parse_content_length,
     read_body_limited,
 )
@@ -132,7 +132,7 @@ class WebhookHandler:
 
         A string that cannot be a webhook key is a 404 here already (never None).
         """
-        if is_webhook_key_match(key) is None:
+        if not is_webhook_key(key):
             return NOT_FOUND
         entry = self.cache.get(key)
         return None if entry is None else self._usable(entry)
@@ -144,7 +144,7 @@ class WebhookHandler:
         404 before any cache or database lookup: e.g. PostgreSQL refuses a NUL in text,
         which must not read as an outage.
         """
-        if is_webhook_key_match(key) is None:
+        if not is_webhook_key(key):
             return NOT_FOUND
         entry = self.cache.get(key)
         if entry is None:
