@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: dev test lint format bench bench-receiver bench-quota bench-sync bench-reliability clean
+.PHONY: dev test lint format bench bench-receiver bench-quota bench-sync bench-iiko bench-reliability clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,9 +23,10 @@ dev: $(STAMP)
 	$(BIN)/crm-sync db upgrade
 	$(BIN)/python -m provider_emulators.devstack
 
-## test: lint, then the whole suite (PostgreSQL half needs TEST_DATABASE_URL)
+## test: lint, then the whole suite (PostgreSQL half needs TEST_DATABASE_URL); four
+## workers, one test file each at a time: most tests wait on servers, not on the CPU
 test: $(STAMP) lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n 4 --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -36,7 +37,7 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 
 ## bench: every benchmark (tables on stdout, JSON under bench/results/)
-bench: bench-receiver bench-quota bench-sync
+bench: bench-receiver bench-quota bench-sync bench-iiko
 
 bench-receiver: $(STAMP)
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
@@ -47,6 +48,12 @@ bench-quota: $(STAMP)
 
 bench-sync: $(STAMP)
 	$(BIN)/python bench/allio_sync.py
+
+## bench-iiko: events ingested (arrays of 1 / 50) vs bare Starlette, orders synced from a
+## backlog, command latency request → Success
+bench-iiko: $(STAMP)
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(BIN)/python bench/iiko.py
 
 ## bench-reliability: issue 9's scenarios 1-7 per provider on PostgreSQL and SQLite (--quick: small)
 bench-reliability: $(STAMP)

@@ -23,5 +23,6 @@ app = Starlette(
     routes=[
         Route("/healthz", healthz, methods=["GET"]),
         Route("/webhooks/allio/{webhook_key}", webhook, methods=["POST"]),
+        Route("/webhooks/iiko/{webhook_key}", webhook, methods=["POST"]),
     ]
 )

@@ -180,12 +180,20 @@ class Server:
             self.proc.wait()
 
 
-def run_wrk(base: str, path: str, body: str, seconds: float, connections: int, threads: int):
+def run_wrk(
+    base: str,
+    path: str,
+    body: str,
+    seconds: float,
+    connections: int,
+    threads: int,
+    authorization: str | None = None,
+):
     """One wrk run; returns the numbers printed by the Lua `done` callback."""
     cmd = [
         "wrk", f"-t{min(threads, connections)}", f"-c{connections}",
         f"-d{seconds + GRACE_SECONDS:.0f}s", "--timeout", "30s", "-s", str(LUA_SCRIPT),
-        base, "--", path, body, str(seconds),
+        base, "--", path, body, str(seconds), *([authorization] if authorization else []),
     ]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     for line in out.splitlines():

@@ -1,5 +1,6 @@
 -- wrk script for bench/receiver.py: POST one webhook per request.
--- Arguments: <path> <json body> <seconds>. Requests are sent for <seconds>; after that
+-- Arguments: <path> <json body, or @file holding it> <seconds> [<Authorization value>].
+-- Requests are sent for <seconds>; after that
 -- the connections go idle until wrk's own -d ends, so every request that was sent gets
 -- its answer counted (rows written can then be compared exactly with 200s answered).
 local ffi = require("ffi")
@@ -16,7 +17,17 @@ end
 local req, deadline
 
 function init(args)
-  req = wrk.format("POST", args[1], { ["Content-Type"] = "application/json" }, args[2])
+  local headers = { ["Content-Type"] = "application/json" }
+  if args[4] then -- optional: an Authorization header value (iiko's authToken)
+    headers["Authorization"] = args[4]
+  end
+  local body = args[2]
+  if body:sub(1, 1) == "@" then -- "@path": the body is in a file (too long for argv)
+    local file = assert(io.open(body:sub(2), "rb"))
+    body = file:read("*a")
+    file:close()
+  end
+  req = wrk.format("POST", args[1], headers, body)
   deadline = now() + tonumber(args[3])
 end
 

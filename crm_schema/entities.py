@@ -25,17 +25,23 @@ def entity_key(table: Table) -> tuple[str, ...]:
 
 
 def upsert_entities(
-    conn: Connection, table: Table, rows: Sequence[dict[str, Any]], synced_at: datetime
+    conn: Connection,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    synced_at: datetime,
+    key: Sequence[str] | None = None,
 ) -> dict[str, int]:
     """Insert or update rows (each with every column of the table's key).
 
-    Returns {external_id: row id} for every row now stored (for linking); rows of one
-    call share the key's other values (one integration, one contact role).
+    ``key`` names the unique key to upsert on when it is not the one holding
+    `external_id` (e.g. orders: integration and iiko order id). Returns
+    {external_id: row id} for every row now stored (for linking); rows of one call
+    share the key's other values (one integration, one contact role) and their columns.
     Rows that reappear lose their tombstone: the provider has them again.
     """
     if not rows:
         return {}
-    key = entity_key(table)
+    key = tuple(key) if key else entity_key(table)
     values = [dict(r, synced_at=synced_at, deleted_at=None) for r in rows]
     stmt = dialect_insert(conn)(table)
     updatable = {

@@ -164,6 +164,19 @@ def add_integration(
             raise IntegrationError(
                 f"{provider} integration with uuid {integration_uuid} already exists (id {dup.id})"
             )
+    if webhook_secret is not None:
+        # A provider that finds the integration by its secret (iiko's authToken on the
+        # shared endpoint) needs each secret to name one integration. Never echo it.
+        taken = conn.execute(
+            select(integrations.c.id).where(
+                integrations.c.provider == provider,
+                integrations.c.webhook_secret == webhook_secret,
+            )
+        ).first()
+        if taken is not None:
+            raise IntegrationError(
+                f"another {provider} integration (id {taken.id}) already uses this webhook token"
+            )
     try:
         new_id = conn.execute(
             insert(integrations)

@@ -223,6 +223,20 @@ run_heartbeats = Table(
 )
 
 
+# Tokens of people and internal systems calling the operator API (`/api/v1/...`):
+# only a SHA-256 of each token is kept (they are random, 256-bit), with who it is for.
+operator_tokens = Table(
+    "operator_tokens",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    created_at_column(),
+    Column("last_used_at", DateTime(timezone=True)),
+    Column("revoked_at", DateTime(timezone=True)),
+)
+
+
 def load_provider_tables() -> MetaData:
     """Import every registered provider's tables into `metadata`; returns it."""
     from crm_sync.registry import layer_modules

@@ -152,6 +152,9 @@ class NewTask:
     handler: str | None
     part: int = 0
     error: str | None = None  # why no handler takes it (the task is created finished)
+    # With no handler and no error: the row needed no work (e.g. an event type that is
+    # only kept); the task is created done (2) with this outcome.
+    outcome: str | None = None
 
 
 @dataclass(frozen=True)
@@ -265,8 +268,8 @@ class TaskQueue:
     def add(self, conn: Connection, tasks: Sequence[NewTask]) -> int:
         """Insert tasks, skipping (webhook_id, part) pairs that exist (idempotent).
 
-        A task no handler takes is created finished (3) with its reason, so every
-        task ends 2 or 3.
+        A task no handler takes is created finished — 2 with its ``outcome`` when it
+        needed no work, else 3 with its reason — so every task ends 2 or 3.
         """
         if not tasks:
             return 0
@@ -274,10 +277,11 @@ class TaskQueue:
         values = []
         for t in tasks:
             ended = t.handler is None
+            done = ended and t.outcome is not None and t.error is None
             values.append(
                 {
                     "external_ids": dump_external_ids(t.external_ids),
-                    "status": TASK_ERROR if ended else TASK_NEW,
+                    "status": (TASK_DONE if done else TASK_ERROR) if ended else TASK_NEW,
                     "created_at": now,
                     "entity": t.entity,
                     "integration_id": t.integration_id,
@@ -288,8 +292,9 @@ class TaskQueue:
                     "attempts": 0,
                     "crashes": 0,
                     "error": (t.error or "no handler for this task")[:ERROR_LIMIT]
-                    if ended
+                    if ended and not done
                     else None,
+                    "outcome": t.outcome[:ERROR_LIMIT] if done and t.outcome else None,
                     "finished_at": now if ended else None,
                     "ids_count": len(t.external_ids),
                 }

@@ -82,12 +82,14 @@ def setup_field(
     help: str,  # noqa: A002 - the CLI's word for it
     secret: bool = False,
     env: str | None = None,
+    key: str | None = None,
 ) -> Any:
-    """A setup-model field: ``store`` says where the value goes, ``env`` may supply it."""
+    """A setup-model field: ``store`` says where the value goes (under ``key``, default
+    the field's name, in `credentials` / `settings`), ``env`` may supply it."""
     return Field(
         default,
         description=help,
-        json_schema_extra={"store": store, "secret": secret, "env": env},
+        json_schema_extra={"store": store, "secret": secret, "env": env, "key": key},
     )
 
 
@@ -132,9 +134,10 @@ def split_setup(setup: BaseModel) -> dict[str, Any]:
         value = getattr(setup, name)
         if isinstance(value, SecretStr):
             value = value.get_secret_value()
-        store = field_meta(type(setup), name).get("store", "settings")
+        meta = field_meta(type(setup), name)
+        store = meta.get("store", "settings")
         if store in COLUMNS:
             out[store] = value
         else:
-            out[store][name] = value
+            out[store][meta.get("key") or name] = value
     return out

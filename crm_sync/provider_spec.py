@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 Scope = Literal["ip", "integration", "account"]
-Layer = Literal["schema", "receiver", "orchestration", "emulator"]
+Layer = Literal["schema", "receiver", "orchestration", "emulator", "cli"]
 # Aiming m under the quota leaves ~m seconds of slack in every 1-second window (at any
 # rate), so requests that arrive up to ~40 ms late still never break the provider's
 # "N per any second" rule; utilization stays at 1 - m = 0.96.

@@ -10,6 +10,7 @@ latency → forced 429 → drop → 5xx → handler → malformed body.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 import time
 from collections import deque
@@ -177,7 +178,8 @@ class EmulatorMiddleware:
             await self.app(scope, receive, send)
             return
         state = self.state
-        accepted, mono, wall = state.admit(state.profile.quota_key(scope))
+        quota_key = state.profile.quota_key(scope)
+        accepted, mono, wall = state.admit(quota_key)
         body = await _read_body(receive)
         entry: dict[str, Any] = {
             "time": wall,
@@ -186,6 +188,8 @@ class EmulatorMiddleware:
             "path": scope["path"],
             "status": None,
             "ip": source_ip(scope),
+            # Whose budget the request drew from (hashed: a key may hold a token).
+            "quota_key": hashlib.sha256(quota_key.encode()).hexdigest()[:12],
             "ids": _safe_ids(state.profile, body),
             "quota_rejected": not accepted,
             "fault": None,

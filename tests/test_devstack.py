@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_demo_stack_shows_finished_runs(tmp_path: Path) -> None:
     database_url = f"sqlite:///{tmp_path / 'crm.sqlite3'}"
     upgrade(database_url)  # what `make dev` does before starting the launcher
-    ports = {name: free_port() for name in ("RECEIVER", "EMULATOR", "DAGSTER")}
+    ports = {name: free_port() for name in ("RECEIVER", "EMULATOR", "IIKO", "DAGSTER")}
     env = dict(
         os.environ,
         DATABASE_URL=database_url,
@@ -44,17 +44,25 @@ def test_demo_stack_shows_finished_runs(tmp_path: Path) -> None:
     engine = make_engine(database_url)
     try:
         deadline = time.monotonic() + 150
-        done = 0
+        done = orders = 0
         while time.monotonic() < deadline and proc.poll() is None:
             with engine.connect() as conn:
                 done = conn.execute(
                     text("SELECT count(*) FROM allio_tasks WHERE status = 2")
                 ).scalar()
-            if done >= 80:
+                orders = conn.execute(text("SELECT count(*) FROM orders")).scalar()
+            if done >= 80 and orders >= 31:
                 break
             time.sleep(1)
         assert proc.poll() is None, "the launcher exited early"
         assert done == 80, f"{done} of 80 demo tasks synced"
+        # iiko: 15 whole orders, 15 read with deliveries/by_id, the seed's SOI CREATE.
+        assert orders == 31, f"{orders} of 31 demo iiko orders synced"
+        with engine.connect() as conn:
+            registered = conn.execute(
+                text("SELECT registration_status FROM webhook_configs")
+            ).scalars()
+            assert list(registered) == ["registered"]
         with engine.connect() as conn:
             assert conn.execute(text("SELECT count(*) FROM reserves")).scalar() > 0
             assert conn.execute(text("SELECT count(*) FROM contacts")).scalar() > 0

@@ -22,6 +22,7 @@ PACKAGES = ("crm_sync", "crm_schema", "webhook_receiver", "orchestration", "prov
 # Where each provider's own files live, per layer.
 PROVIDER_DIRS = (
     "crm_sync/providers",
+    "crm_sync/cli/providers",
     "crm_schema/providers",
     "crm_schema/migrations/versions",
     "webhook_receiver/providers",

@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute, Route
 
 from crm_sync.redaction import install_log_redaction
 from crm_sync.registry import layer_modules
+from webhook_receiver import operator_api
 from webhook_receiver.config import ReceiverConfig
 from webhook_receiver.integration_cache import IntegrationCache
 from webhook_receiver.openapi import HEALTH, openapi_document
@@ -41,6 +42,8 @@ class Receiver:
         self.cache: IntegrationCache = None  # type: ignore[assignment]
         self.deadlines = Deadlines()
         self._endpoints: list[WebhookEndpoint] = []
+        # Called at shutdown, after the store is closed (e.g. the operator API's engine).
+        self.on_close: list[Callable[[], None]] = []
 
     def endpoint(self, factory: Callable[[Receiver], Handler]) -> WebhookEndpoint:
         """An ASGI endpoint whose handler ``factory`` builds when the receiver starts."""
@@ -82,6 +85,8 @@ class Receiver:
             for endpoint in self._endpoints:
                 endpoint.stop()
             await store.close()
+            for close in self.on_close:
+                close()
 
     async def healthz(self, _request: Request) -> Response:
         """200 when the database answers (and takes writes), else 503."""
@@ -119,11 +124,18 @@ def create_app(database_url: str | None = None, **overrides: Any) -> Starlette:
     modules = layer_modules("receiver")
     for module in modules.values():
         routes += module.routes(receiver)
+    routes += operator_api.routes(receiver)
     document = json_response(
-        openapi_document(
-            [HEALTH, *(op for m in modules.values() for op in getattr(m, "OPERATIONS", ()))],
-            title="crm-sync receiver",
-            version=_version(),
+        operator_api.document(
+            openapi_document(
+                [
+                    HEALTH,
+                    *(op for m in modules.values() for op in getattr(m, "OPERATIONS", ())),
+                    *operator_api.operations(),
+                ],
+                title="crm-sync receiver",
+                version=_version(),
+            )
         )
     )
 

@@ -45,6 +45,8 @@ class IntegrationCache:
         self._store = store
         self._refresh_seconds = refresh_seconds
         self._map: dict[str, IntegrationEntry] = {}
+        # provider -> its active entries, derived from the map when first asked for.
+        self._active: dict[str, tuple[IntegrationEntry, ...]] = {}
         self._absent: set[str] = set()  # looked up since the last refresh, not found
         self._lookups = TokenBucket(lookups_per_second, max(1.0, 2 * lookups_per_second))
         self.loaded = False  # at least one refresh succeeded
@@ -52,6 +54,22 @@ class IntegrationCache:
     def get(self, webhook_key: str) -> IntegrationEntry | None:
         """The entry from the map (no I/O)."""
         return self._map.get(webhook_key)
+
+    def active_entries(self, provider: str) -> tuple[IntegrationEntry, ...]:
+        """Every active integration of ``provider`` in the map (no I/O), by id.
+
+        For providers that identify an integration by a token rather than a URL key.
+        """
+        entries = self._active.get(provider)
+        if entries is None:
+            entries = tuple(
+                sorted(
+                    (e for e in self._map.values() if e.is_active and e.provider == provider),
+                    key=lambda e: e.id,
+                )
+            )
+            self._active[provider] = entries
+        return entries
 
     async def lookup(self, webhook_key: str) -> IntegrationEntry | None:
         """The map entry, else (rate-limited) one database lookup.
@@ -74,6 +92,7 @@ class IntegrationCache:
                 self._absent.add(webhook_key)
         else:
             self._map[webhook_key] = entry
+            self._active = {}
         return entry
 
     async def refresh(self) -> bool:
@@ -84,6 +103,7 @@ class IntegrationCache:
             log.warning("integrations refresh failed; serving the last good map")
             return False
         self._map = fresh
+        self._active = {}
         self._absent = set()
         if not self.loaded:
             log.info("integrations loaded: %d", len(fresh))

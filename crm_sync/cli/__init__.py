@@ -9,7 +9,9 @@ import click
 
 from crm_sync.cli.db import db
 from crm_sync.cli.integrations import integrations
+from crm_sync.cli.operator_tokens import operator_tokens
 from crm_sync.cli.secrets import secrets
+from crm_sync.registry import layer_modules
 from provider_emulators.cli import emulate
 
 
@@ -22,3 +24,8 @@ main.add_command(db)
 main.add_command(integrations)
 main.add_command(secrets)
 main.add_command(emulate)
+main.add_command(operator_tokens)
+# Each provider's own commands (`crm-sync iiko …`), from its `cli` module in the registry.
+for _module in layer_modules("cli").values():
+    for _command in _module.CLI_COMMANDS:
+        main.add_command(_command)

@@ -36,6 +36,7 @@ def _setup_fields() -> dict[str, dict[str, Any]]:
                     "providers": [],
                     "help": info.description or "",
                     "bool": info.annotation is bool,
+                    "multiple": getattr(info.annotation, "__origin__", None) is list,
                     "env": field_meta(spec.setup, name).get("env"),
                 },
             )
@@ -81,6 +82,10 @@ def setup_options(command: Callable[..., Any]) -> Callable[..., Any]:
                 default=None,
                 help=help_text,
             )
+        elif entry["multiple"]:
+            option = click.option(
+                _flag(name), name, multiple=True, default=None, help=help_text + " (repeatable)"
+            )
         else:
             option = click.option(
                 _flag(name), name, default=None, envvar=entry["env"], help=help_text
@@ -90,7 +95,11 @@ def setup_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _given(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if k in SETUP_FIELDS and v is not None}
+    return {
+        k: list(v) if isinstance(v, tuple) else v
+        for k, v in values.items()
+        if k in SETUP_FIELDS and v is not None and v != ()
+    }
 
 
 def _refuse_foreign(spec: ProviderSpec, given: dict[str, Any]) -> None:
@@ -225,13 +234,14 @@ def _current_setup(item: integ.Integration, spec: ProviderSpec) -> dict[str, Any
     """The stored values of the provider's setup fields."""
     values: dict[str, Any] = {}
     for name in spec.setup.model_fields:
-        store = field_meta(spec.setup, name).get("store")
+        meta = field_meta(spec.setup, name)
+        store, key = meta.get("store"), meta.get("key") or name
         if store in ("integration_uuid", "api_base_url", "webhook_secret"):
             value = getattr(item, store, None)
         elif store == "credentials":
-            value = item.credentials.get(name)
+            value = item.credentials.get(key)
         else:
-            value = item.settings.get(name)
+            value = item.settings.get(key)
         if value is not None:
             values[name] = value
     return values
@@ -265,8 +275,9 @@ def integrations_update(
         spec = get_provider(item.provider)
         _refuse_foreign(spec, given)
         parts = split_setup(_validate(spec.setup, _current_setup(item, spec) | given))
+        given_keys = {field_meta(spec.setup, n).get("key") or n for n in given}
         new_settings = dict(item.settings) | {
-            k: v for k, v in parts["settings"].items() if k in given
+            k: v for k, v in parts["settings"].items() if k in given_keys
         }
         for path, value in changes:
             _apply_setting(new_settings, path, value)
@@ -277,7 +288,7 @@ def integrations_update(
         credentials = {
             k: v.get_secret_value() if isinstance(v, SecretStr) else v
             for k, v in parts["credentials"].items()
-            if k in given
+            if k in given_keys
         }
         item = integ.update_integration(
             conn,

@@ -8,7 +8,7 @@ the run's mode, day and integrations from its tags and partition, runs the gener
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 
 from dagster import (
@@ -57,6 +57,19 @@ class SyncConfig(Config):
 
 
 @dataclass(frozen=True)
+class DaySweep:
+    """What a provider's day sweep gets: the run's day, mode, integrations and clients."""
+
+    engine: Engine
+    day: date
+    mode: str
+    run_id: str
+    integrations: Sequence[Integration]  # active, narrowed by the run's integration tag
+    client_for: Callable[[int], Any]  # the run's client of an integration (shared stats)
+    log: Callable[[str], None]
+
+
+@dataclass(frozen=True)
 class SyncAssetsSpec:
     """What differs between providers' sync assets."""
 
@@ -73,6 +86,11 @@ class SyncAssetsSpec:
         default=lambda _stats: {}
     )
     failed_share_limit: float = 0.05
+    # Reconciles and backfills may also sweep the day at the provider (e.g. list the
+    # day's orders to find lost webhooks): called after the queue is drained, it
+    # returns metadata per asset.
+    day_sweep: Callable[[DaySweep], Mapping[AssetKey, dict[str, Any]]] | None = None
+    sweep_modes: tuple[str, ...] = ("reconcile", "backfill")
 
 
 def _in_run_checks(spec: SyncAssetsSpec) -> list[AssetCheckSpec]:
@@ -158,15 +176,31 @@ def _materialize(
     sync = SyncEngine(
         engine, spec.queue, spec.handler, client_for, active_ids, opts, log=context.log.warning
     )
+    swept: Mapping[AssetKey, dict[str, Any]] = {}
     try:
         result = sync.run()
+        if spec.day_sweep is not None and mode in spec.sweep_modes:
+            ids = active_ids() if only is None else active_ids() & only
+            swept = spec.day_sweep(
+                DaySweep(
+                    engine=engine,
+                    day=day,
+                    mode=mode,
+                    run_id=context.run.run_id,
+                    integrations=[integrations[i] for i in sorted(ids)],
+                    client_for=client_for,
+                    log=context.log.info,
+                )
+            )
     finally:
         for client in clients.values():
             client.close()
 
     api = stats.as_metadata()
     calls = max(api["api_calls"], 1)
-    extra = spec.extra_metadata(result)
+    extra = {k: dict(v) for k, v in spec.extra_metadata(result).items()}
+    for key, values in swept.items():
+        extra.setdefault(key, {}).update(values)
     for entity, asset in spec.entity_assets.items():
         s = result.entities[entity]
         yield MaterializeResult(

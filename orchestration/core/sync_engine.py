@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any, Protocol
@@ -24,10 +24,15 @@ from orchestration.core.heartbeat import Heartbeat
 
 @dataclass
 class StoreResult:
-    """What storing one batch wrote: entity rows, plus provider-specific counters."""
+    """What storing one batch wrote: entity rows, plus provider-specific counters.
+
+    ``failed`` names records the handler could not map (external id → why): their
+    tasks fail and are retried with the queue's backoff, the rest of the batch stands.
+    """
 
     upserted: int = 0
     extra: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
 
 
 class SyncHandler(Protocol):
@@ -54,6 +59,18 @@ class SyncHandler(Protocol):
 
     def take_webhooks(self, conn: Connection) -> int:
         """Turn waiting inbox rows into tasks (a live run for today does it itself)."""
+
+
+# Optional handler hooks (looked up with getattr, so providers that need none skip them):
+#
+# - ``known_records(conn, tasks) -> Mapping[int, list[dict]]``: records claimed tasks
+#   already carry (e.g. a webhook holding the whole entity), by task id. Their ids are
+#   stored from these records without a provider call; only the rest is fetched.
+#   ``store`` may then get several records for one id and must keep the newest.
+# - ``missing_is_error: bool``: an id the provider did not return fails its task
+#   (retried with backoff) instead of finishing it "not found".
+# - ``finished(conn, results)``: called with the tasks' results in the transaction
+#   that records them (e.g. to mark or clear the inbox rows behind them).
 
 
 @dataclass
@@ -89,6 +106,7 @@ class EntityStats:
     tasks_retrying: int = 0
     calls: int = 0
     ids_requested: int = 0
+    from_payload: int = 0  # ids stored from records the tasks carried (no call)
 
 
 @dataclass
@@ -274,8 +292,55 @@ class SyncEngine:
             for ext in task.external_ids:
                 work.ids.setdefault(ext, set())
                 work.lineage.setdefault(ext, task.id)
+        self._apply_known(claimed, works)
         self._finish_ready()  # tasks with nothing to fetch finish right away
         return [w for w in works.values() if w.ids]
+
+    def _apply_known(self, claimed: list[Task], works: dict[tuple[int, str], _Work]) -> None:
+        """Store what claimed tasks already carry (``known_records``); fetch the rest."""
+        hook = getattr(self.handler, "known_records", None)
+        tasks = [t for t in claimed if t.entity in self.handler.entities and t.external_ids]
+        if hook is None or not tasks:
+            return
+        with self.engine.connect() as conn:
+            known = hook(conn, tasks)
+        groups: dict[tuple[int, str], list[tuple[dict[str, Any], int]]] = defaultdict(list)
+        covered: dict[int, set[str]] = {}
+        for task in tasks:
+            for record in known.get(task.id, ()):
+                ext = self.handler.record_id(task.entity, record)
+                if ext is None or ext not in task.external_ids:
+                    continue
+                groups[(task.integration_id, task.entity)].append((record, task.id))
+                covered.setdefault(task.id, set()).add(ext)
+        for (integration_id, entity), records in sorted(groups.items()):
+            work = works[(integration_id, entity)]
+            owners = sorted({task_id for _, task_id in records})
+            try:
+                with self.engine.begin() as conn:
+                    result = self.handler.store(conn, integration_id, entity, records)
+            except Exception as exc:  # like a fetched batch the database rejects
+                first_line = str(exc).splitlines()[0] if str(exc) else ""
+                message = f"store failed: {type(exc).__name__}: {first_line}"
+                self._fail_batch(work, owners, message, final=True)
+                result = StoreResult()
+            else:
+                self._count(entity, result)
+                stored = {self.handler.record_id(entity, r) for r, _ in records}
+                self.stats.entities[entity].from_payload += len(stored - set(result.failed))
+                by_ext: dict[str, set[int]] = defaultdict(set)
+                for task_id in owners:
+                    for ext in covered[task_id]:
+                        by_ext[ext].add(task_id)
+                self._fail_unmapped(work, result, by_ext)
+            for task_id in owners:
+                for ext in covered[task_id]:
+                    self._pending[task_id].discard(ext)
+                    waiting = work.ids.get(ext)
+                    if waiting is not None:
+                        waiting.discard(task_id)
+                        if not waiting:
+                            del work.ids[ext]  # nobody else needs it fetched
 
     def _batches(self, works: list[_Work]) -> Iterable[tuple[_Work, list[str]]]:
         """Round-robin over integrations, one batch each, so no client starves another."""
@@ -347,13 +412,31 @@ class SyncEngine:
             result = self.handler.store(
                 conn, work.integration_id, work.entity, list(by_id.values())
             )
-        stats = self.stats.entities[work.entity]
-        stats.upserted += result.upserted
+        self._count(work.entity, result)
+        self._fail_unmapped(work, result, work.ids)
         missing = wanted - set(by_id)
-        stats.missing += len(missing)
+        self.stats.entities[work.entity].missing += len(missing)
+        if missing and getattr(self.handler, "missing_is_error", False):
+            for ext in sorted(missing):
+                for task_id in work.ids[ext]:
+                    self._failed.setdefault(task_id, f"{ext}: not found at the provider")
+        return missing
+
+    def _count(self, entity: str, result: StoreResult) -> None:
+        self.stats.entities[entity].upserted += result.upserted
         for name, value in result.extra.items():
             self.stats.extra[name] = self.stats.extra.get(name, 0) + value
-        return missing
+
+    def _fail_unmapped(
+        self, work: _Work, result: StoreResult, owners: Mapping[str, set[int]]
+    ) -> None:
+        """Tasks naming a record the handler could not map fail (retried with backoff)."""
+        for ext, error in sorted(result.failed.items()):
+            message = f"{ext}: {error}"
+            self.log(f"integration {work.integration_id} {work.entity}: {message}")
+            self.stats.errors.append(message)
+            for task_id in owners.get(ext, ()):
+                self._failed.setdefault(task_id, message)
 
     def _finish_ready(self) -> None:
         ready = [t for t, left in self._pending.items() if not left]
@@ -377,8 +460,11 @@ class SyncEngine:
                     final=task_id in self._final,
                 )
             )
+        finished = getattr(self.handler, "finished", None)
         with self.engine.begin() as conn:
             counts = self.queue.finish(conn, self.opts.run_id, results, self.opts.mode)
+            if finished is not None:
+                finished(conn, results)
         for result in results:
             stats = self.stats.entities.get(result.task.entity)
             if stats is None:
@@ -394,3 +480,40 @@ class SyncEngine:
             self._failed.pop(task_id, None)
             self._final.discard(task_id)
             self._missing.pop(task_id, None)
+
+
+def run_sync(
+    engine: Engine,
+    queue: TaskQueue,
+    handler: SyncHandler,
+    resource: Any,
+    opts: SyncOptions,
+    *,
+    stats: Any = None,
+    log: Callable[[str], None] = lambda _msg: None,
+) -> SyncStats:
+    """One engine run over ``opts.provider``'s active integrations, outside Dagster (CLI,
+    tests, benchmarks): clients from ``resource.client_for``, closed at the end."""
+    from crm_schema.integrations import Integration, list_integrations
+
+    known: dict[int, Integration] = {}
+    clients: dict[int, Any] = {}
+
+    def active() -> set[int]:
+        with engine.connect() as conn:
+            found = list_integrations(conn, provider=opts.provider, active_only=True)
+        known.update((item.id, item) for item in found)
+        return {item.id for item in found}
+
+    def client_for(integration_id: int) -> Any:
+        if integration_id not in clients:
+            clients[integration_id] = resource.client_for(
+                known[integration_id], run_id=opts.run_id, stats=stats
+            )
+        return clients[integration_id]
+
+    try:
+        return SyncEngine(engine, queue, handler, client_for, active, opts, log=log).run()
+    finally:
+        for client in clients.values():
+            client.close()

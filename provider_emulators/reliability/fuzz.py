@@ -121,7 +121,8 @@ def cases(spec: ProviderReliability, integ: Integration, total: int, seed: int) 
     path = spec.endpoint(integ)
     key = integ.webhook_key
     valid_body = to_json(spec.webhook(integ, 0, [1, 2, 3]).body)
-    json_ct = [("Content-Type", "application/json")]
+    auth = list(spec.auth_headers(integ).items())
+    json_ct = [("Content-Type", "application/json"), *auth]
     out: list[Case] = []
     n = {family: max(1, int(total * share)) for family, share in SHARES.items()}
 
@@ -133,7 +134,7 @@ def cases(spec: ProviderReliability, integ: Integration, total: int, seed: int) 
         st.characters(min_codepoint=32, max_codepoint=126), max_size=40
     )
     for ctype in draw(ctypes, n["content type"], seed + 2):
-        headers = [] if ctype is None else [("Content-Type", ctype)]
+        headers = list(auth) if ctype is None else [("Content-Type", ctype), *auth]
         out.append(Case("content type", "POST", path, headers, valid_body))
     # Fields full of SQL-ish, unicode and NUL strings inside an otherwise valid body.
     strings = st.text(st.characters(codec="utf-8"), min_size=1, max_size=200)
@@ -156,7 +157,7 @@ def cases(spec: ProviderReliability, integ: Integration, total: int, seed: int) 
     methods = st.tuples(st.sampled_from(METHODS), st.binary(max_size=64))
     for method, junk in draw(methods, n["method"], seed + 5):
         body = valid_body if method in ("PUT", "PATCH") else junk
-        out.append(Case("method", method, path, json_ct if body else [], body))
+        out.append(Case("method", method, path, json_ct if body else list(auth), body))
     out.extend(_fixed_cases(spec, integ, path, valid_body))
     rng.shuffle(out)
     return out
@@ -165,7 +166,7 @@ def cases(spec: ProviderReliability, integ: Integration, total: int, seed: int) 
 def _fixed_cases(
     spec: ProviderReliability, integ: Integration, path: str, valid_body: bytes
 ) -> list[Case]:
-    json_ct = [("Content-Type", "application/json")]
+    json_ct = [("Content-Type", "application/json"), *spec.auth_headers(integ).items()]
     limit = spec.max_body_bytes
     out = [
         Case("oversize", "POST", path, json_ct, b"[" + b"1," * (limit // 2) + b"1]"),

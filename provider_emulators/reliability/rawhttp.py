@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import orjson
@@ -181,13 +181,18 @@ async def send_raw(
 
 
 async def post_json(
-    host: str, port: int, path: str, payload: object, *, timeout: float = 15.0
+    host: str,
+    port: int,
+    path: str,
+    payload: object,
+    *,
+    timeout: float = 15.0,
+    headers: Mapping[str, str] | None = None,
 ) -> Response:
-    """POST ``payload`` as JSON."""
+    """POST ``payload`` as JSON (with extra ``headers``)."""
     body = orjson.dumps(payload)
-    request = build_request(
-        "POST", path, f"{host}:{port}", [("Content-Type", "application/json")], body
-    )
+    sent = [("Content-Type", "application/json"), *(headers or {}).items()]
+    request = build_request("POST", path, f"{host}:{port}", sent, body)
     return await send_raw(host, port, request, timeout=timeout)
 
 

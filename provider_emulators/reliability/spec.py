@@ -34,6 +34,8 @@ class Webhook:
     body: Any
     # {entity table: external ids this webhook makes the sync fetch and store}
     entities: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # Headers the provider sends with it (e.g. iiko's authToken).
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -71,3 +73,9 @@ class ProviderReliability:
     )
     # The receiver's body limit (RECEIVER_MAX_BODY_BYTES) for the oversize requests.
     max_body_bytes: int = 1024 * 1024
+    # More secrets for `integrations add`, by environment variable, per integration name
+    # (iiko's webhook authToken: unique per integration, never on the command line).
+    add_env: Callable[[str], Mapping[str, str]] = lambda _name: {}
+    # Headers that authenticate a request to the endpoint (iiko's authToken), sent with
+    # every fuzzed request so the attacks reach past authentication.
+    auth_headers: Callable[[Integration], Mapping[str, str]] = lambda _i: {}

@@ -425,7 +425,7 @@ class Stack:
         out = self.crm_sync(
             *self.spec.add_args(name, self.emulator),
             log="cli-add",
-            **{self.spec.token_env: self.api_token},
+            **{self.spec.token_env: self.api_token, **self.spec.add_env(name)},
         )
         data = json.loads(out)
         integ = Integration(
