@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: dev test lint format bench bench-receiver bench-quota bench-sync bench-iiko bench-reliability clean
+.PHONY: dev test lint format bench bench-receiver bench-quota bench-sync bench-iiko bench-amocrm bench-reliability clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,9 +24,10 @@ dev: $(STAMP)
 	$(BIN)/python -m provider_emulators.devstack
 
 ## test: lint, then the whole suite (PostgreSQL half needs TEST_DATABASE_URL); four
-## workers, one test file each at a time: most tests wait on servers, not on the CPU
+## workers, each taking a whole test file (or class) at a time: most tests wait on
+## servers, not on the CPU
 test: $(STAMP) lint
-	$(BIN)/pytest -n 4 --dist loadfile
+	$(BIN)/pytest -n 4 --dist loadscope
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -37,7 +38,7 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 
 ## bench: every benchmark (tables on stdout, JSON under bench/results/)
-bench: bench-receiver bench-quota bench-sync bench-iiko
+bench: bench-receiver bench-quota bench-sync bench-iiko bench-amocrm
 
 bench-receiver: $(STAMP)
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
@@ -54,6 +55,10 @@ bench-sync: $(STAMP)
 bench-iiko: $(STAMP)
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python bench/iiko.py
+
+## bench-amocrm: RDESK updates applied per second under amoCRM's 7/s; concurrent refresh
+bench-amocrm: $(STAMP)
+	$(BIN)/python bench/amocrm.py
 
 ## bench-reliability: issue 9's scenarios 1-7 per provider on PostgreSQL and SQLite (--quick: small)
 bench-reliability: $(STAMP)

@@ -11,12 +11,15 @@ import json
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from crm_schema.provider_tokens import STATE_NAME
 from crm_schema.tables import integrations, provider_tokens
+from crm_schema.task_queue import as_utc, now_utc
 from crm_sync import encryption
 from crm_sync.redaction import mask_secret
 from crm_sync.registry import PROVIDERS, UnknownProvider, get_provider
@@ -40,6 +43,9 @@ class Integration:
     is_active: bool
     credentials: dict[str, Any]
     webhook_secret: str | None = None
+    # Why a person is needed ("needs re-authorization: ...", "... blocked this IP: ...").
+    attention: str | None = None
+    attention_at: datetime | None = None
 
     @property
     def webhook_paths(self) -> list[str]:
@@ -76,6 +82,8 @@ class Integration:
             "webhook_secret": mask_secret(self.webhook_secret) if self.webhook_secret else None,
             "settings": self.settings,
             "is_active": self.is_active,
+            "attention": self.attention,
+            "attention_at": self.attention_at.isoformat() if self.attention_at else None,
         }
 
 
@@ -133,6 +141,8 @@ def _row_to_integration(row: Any) -> Integration:
         is_active=bool(row.is_active),
         credentials=open_credentials(row.credentials, row.id),
         webhook_secret=row.webhook_secret,
+        attention=row.attention,
+        attention_at=as_utc(row.attention_at),
     )
 
 
@@ -261,6 +271,40 @@ def update_integration(
     return get_integration(conn, integration_id)
 
 
+def set_attention(conn: Connection, integration_id: int, reason: str) -> None:
+    """Record why the integration needs a person (shown by `integrations list`/`show`).
+
+    ``reason`` must be free of secrets; the first one stays until cleared, with its
+    time, unless the reason changes.
+    """
+    reason = reason.strip()[:1000] or "needs attention"
+    conn.execute(
+        update(integrations)
+        .where(
+            integrations.c.id == integration_id,
+            (integrations.c.attention.is_(None)) | (integrations.c.attention != reason),
+        )
+        .values(attention=reason, attention_at=now_utc())
+    )
+
+
+def clear_attention(conn: Connection, integration_id: int) -> None:
+    """The integration is fine again (e.g. re-authorized)."""
+    conn.execute(
+        update(integrations)
+        .where(integrations.c.id == integration_id, integrations.c.attention.is_not(None))
+        .values(attention=None, attention_at=None)
+    )
+
+
+def integration_attention(engine: Engine, integration_id: int) -> str | None:
+    """Why the integration needs a person, or None (for asset checks and sensors)."""
+    with engine.connect() as conn:
+        return conn.execute(
+            select(integrations.c.attention).where(integrations.c.id == integration_id)
+        ).scalar_one_or_none()
+
+
 @dataclass(frozen=True)
 class RotationCounts:
     """What `rotate_secrets` re-encrypted (counts only)."""
@@ -305,6 +349,7 @@ def rotate_secrets(
     t = provider_tokens.c
     token_rows = conn.execute(
         select(t.integration_id, t.name, t.access_token, t.refresh_token, t.version)
+        .where(t.name != STATE_NAME)  # pending OAuth states are hashes, not secrets to seal
         .order_by(t.integration_id, t.name)
         .with_for_update()
     ).all()

@@ -60,6 +60,10 @@ integrations = Table(
     Column("credentials", JSON, nullable=False, default=dict),
     Column("settings", JSON, nullable=False, default=dict),
     Column("is_active", Boolean, nullable=False, server_default="1", default=True),
+    # Why the integration needs a person (a refused OAuth refresh: "needs
+    # re-authorization", an IP block, a revoked API key); NULL when all is well.
+    Column("attention", Text),
+    Column("attention_at", DateTime(timezone=True)),
     created_at_column(),
     Column(
         "updated_at",
@@ -234,6 +238,19 @@ operator_tokens = Table(
     created_at_column(),
     Column("last_used_at", DateTime(timezone=True)),
     Column("revoked_at", DateTime(timezone=True)),
+)
+
+
+# How far each integration's inbox rows have been forwarded to its mirror (seed 002's
+# traffic mirror, for every provider): rows after `last_id` are still to send, in order.
+inbox_mirror_cursors = Table(
+    "inbox_mirror_cursors",
+    metadata,
+    Column("integration_id", BigId, ForeignKey("integrations.id"), primary_key=True),
+    Column("inbox", String(64), primary_key=True),
+    Column("last_id", BigInteger, nullable=False, server_default="0", default=0),
+    Column("error", Text),  # the last failure to reach the mirror (NULL: none)
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
 

@@ -15,7 +15,10 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-Store = Literal["integration_uuid", "api_base_url", "webhook_secret", "credentials", "settings"]
+# "none": used while adding (e.g. an OAuth code, exchanged at once), never stored.
+Store = Literal[
+    "integration_uuid", "api_base_url", "webhook_secret", "credentials", "settings", "none"
+]
 COLUMNS = ("integration_uuid", "api_base_url", "webhook_secret")
 
 
@@ -72,6 +75,11 @@ class ProviderSettings(BaseModel):
     # (api_call_log bodies, URLs, errors). On only where a contract allows keeping them.
     log_personal_data: bool = Field(
         False, description="Keep phones and e-mails in the call log (default: masked)."
+    )
+    # Seed 002's traffic mirror, for every provider: each stored inbox row is also sent,
+    # in order, to this base URL (a test installation); its answers are ignored.
+    mirror_url: HttpUrl | None = Field(
+        None, description="Forward every received webhook to this base URL too."
     )
 
 
@@ -136,6 +144,8 @@ def split_setup(setup: BaseModel) -> dict[str, Any]:
             value = value.get_secret_value()
         meta = field_meta(type(setup), name)
         store = meta.get("store", "settings")
+        if store == "none" or value is None:
+            continue
         if store in COLUMNS:
             out[store] = value
         else:

@@ -211,8 +211,9 @@ class EmulatorMiddleware:
     ) -> None:
         profile = self.state.profile
         if not accepted:
-            entry["status"] = 429
-            await profile.quota_rejection()(scope, receive, send)
+            rejection = profile.quota_rejection()
+            entry["status"] = rejection.status_code  # 429, or e.g. a provider's 403 block
+            await rejection(scope, receive, send)
             return
         d = self.state.faults.decide()
         if d.latency_s:

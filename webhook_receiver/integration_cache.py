@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from ipaddress import IPv4Address, IPv6Address
 
+from webhook_receiver.security import ip_allowed
 from webhook_receiver.stores import IntegrationEntry, StoreUnavailable, WebhookStore
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,17 @@ class IntegrationCache:
             self._active[provider] = entries
         return entries
 
+    def allowing(
+        self, provider: str, address: IPv4Address | IPv6Address | None
+    ) -> list[IntegrationEntry]:
+        """The active integrations of ``provider`` whose `ip_allowlist` holds ``address``
+        (no I/O), by id."""
+        return [
+            e
+            for e in self.active_entries(provider)
+            if e.ip_allowlist and ip_allowed(address, e.ip_allowlist)
+        ]
+
     async def lookup(self, webhook_key: str) -> IntegrationEntry | None:
         """The map entry, else (rate-limited) one database lookup.
 
@@ -115,7 +128,11 @@ class IntegrationCache:
         while True:
             await asyncio.sleep(self._refresh_seconds)
             try:
-                await asyncio.wait_for(self.refresh(), timeout=max(self._refresh_seconds, 5.0))
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancel that
+                # arrives as the refresh finishes, and the receiver's shutdown then waits
+                # for this loop forever.
+                async with asyncio.timeout(max(self._refresh_seconds, 5.0)):
+                    await self.refresh()
             except TimeoutError:
                 log.warning("integrations refresh timed out; serving the last good map")
             except Exception:  # never let the refresher die

@@ -59,6 +59,13 @@ class Operation:
     errors: Mapping[int, str] = field(default_factory=dict)
     path_params: Mapping[str, str] = field(default_factory=dict)
     tags: tuple[str, ...] = ()
+    # Optional parameters: name → description.
+    query_params: Mapping[str, str] = field(default_factory=dict)
+    header_params: Mapping[str, str] = field(default_factory=dict)
+    # Query or header parameters that must be given (path parameters always are).
+    required_params: frozenset[str] = frozenset()
+    # Request bodies in other media types than JSON (media type → model).
+    other_bodies: Mapping[str, type[BaseModel]] = field(default_factory=dict)
 
 
 HEALTH = Operation(
@@ -108,19 +115,31 @@ def openapi_document(
             entry["description"] = op.description
         if op.tags:
             entry["tags"] = list(op.tags)
-        if op.path_params:
-            entry["parameters"] = [
-                {
-                    "name": name,
-                    "in": "path",
-                    "required": True,
-                    "description": text,
-                    "schema": {"type": "string"},
-                }
-                for name, text in op.path_params.items()
-            ]
+        parameters = [
+            {
+                "name": name,
+                "in": where,
+                "required": where == "path" or name in op.required_params,
+                "description": text,
+                "schema": {"type": "string"}
+                | ({"minLength": 1} if name in op.required_params else {}),
+            }
+            for where, params in (
+                ("path", op.path_params),
+                ("query", op.query_params),
+                ("header", op.header_params),
+            )
+            for name, text in params.items()
+        ]
+        if parameters:
+            entry["parameters"] = parameters
+        content: dict[str, Any] = {}
         if op.body is not None:
-            entry["requestBody"] = {"required": True, **_json(components.ref(op.body))}
+            content = _json(components.ref(op.body))["content"]
+        for media_type, model in op.other_bodies.items():
+            content[media_type] = {"schema": components.ref(model)}
+        if content:
+            entry["requestBody"] = {"required": True, "content": content}
         paths.setdefault(op.path, {})[op.method] = entry
     return {
         "openapi": OPENAPI_VERSION,

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import hmac
 import re
+from collections.abc import Iterable
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 
-from starlette.types import Receive
+from starlette.types import Receive, Scope
 
 
 class BodyTooLarge(Exception):
@@ -62,6 +64,40 @@ def is_json_content_type(value: str | bytes | None) -> bool:
         return True
     media_type = value.split(b";", 1)[0].strip(_OWS).lower()
     return _JSON_MEDIA_TYPE.fullmatch(media_type) is not None
+
+
+def media_type(value: bytes | None) -> bytes:
+    """A Content-Type's media type, lower-cased, parameters cut off (b"" when absent)."""
+    if not value:
+        return b""
+    return value.split(b";", 1)[0].strip(_OWS).lower()
+
+
+def is_form_content_type(value: bytes | None) -> bool:
+    """True for `application/x-www-form-urlencoded` with any parameters, in any case."""
+    return media_type(value) == b"application/x-www-form-urlencoded"
+
+
+def peer_ip(scope: Scope) -> IPv4Address | IPv6Address | None:
+    """The TCP peer's address (None when unknown). Headers such as `X-Forwarded-For` are
+    never looked at: anyone can send them. An IPv4-mapped IPv6 address is its IPv4 one."""
+    client = scope.get("client")
+    if not client:
+        return None
+    try:
+        address = ip_address(client[0])
+    except ValueError:  # e.g. a unix socket's path
+        return None
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def ip_allowed(
+    address: IPv4Address | IPv6Address | None, networks: Iterable[IPv4Network | IPv6Network]
+) -> bool:
+    """Whether ``address`` is inside one of ``networks`` (an unknown address never is)."""
+    return address is not None and any(address in network for network in networks)
 
 
 def parse_content_length(value: bytes | None) -> int | None:

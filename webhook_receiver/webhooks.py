@@ -199,6 +199,21 @@ class WebhookHandler:
             self.deadlines.watch(future, row.deadline)
         return future
 
+    async def store_rows(self, rows: list[InboxRow]) -> list[int] | Answer:
+        """Queue every row of a request at once (they share a group commit) and wait for
+        all: their ids in order, or the answer for a row that could not be committed."""
+        if not rows:
+            return []
+        results = await asyncio.gather(*(self.store_row(r) for r in rows), return_exceptions=True)
+        ids: list[int] = []
+        for result in results:
+            if isinstance(result, STORE_ERRORS):
+                return self.store_failed(result)
+            if isinstance(result, BaseException):
+                raise result
+            ids.append(result)
+        return ids
+
     def store_failed(self, exc: BaseException) -> Answer:
         """The answer for a row the store could not commit."""
         if isinstance(exc, StoreError):

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+from typing import Any
+
 from sqlalchemy import (
     Boolean,
     Column,
@@ -13,6 +17,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
+from crm_schema.integrations import Integration
+from crm_schema.mirror import JSON_HEADERS, MirrorRequest, MirrorSource, json_body
 from crm_schema.tables import (
     BigId,
     created_at_column,
@@ -70,3 +76,20 @@ dealcards = Table(
     *_deal_columns(),
     UniqueConstraint("integration_id", "external_id", name="uq_dealcards_integration_external"),
 )
+
+
+# -- the traffic mirror (crm_schema.mirror) ---------------------------------------------
+
+
+def allio_mirror_request(row: Mapping[str, Any], integration: Integration) -> MirrorRequest:
+    """An `allio_webhook` row as ALLIO posted it: `{"uuid", "command", "indexes"}`."""
+    body = {
+        "uuid": row["integration_uuid"],
+        "command": row["command"],
+        "indexes": json.loads(row["external_ids_array"]),
+    }
+    path = f"/webhooks/allio/{integration.webhook_key}"
+    return MirrorRequest("POST", path, json_body(body), JSON_HEADERS)
+
+
+MIRROR_SOURCES = (MirrorSource(allio_webhook, "created_at", allio_mirror_request),)

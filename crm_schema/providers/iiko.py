@@ -13,6 +13,10 @@ and the command outbox.
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Mapping
+from typing import Any
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -29,6 +33,8 @@ from sqlalchemy import (
     func,
 )
 
+from crm_schema.integrations import Integration
+from crm_schema.mirror import JSON_HEADERS, MirrorRequest, MirrorSource, json_body
 from crm_schema.tables import (
     BigId,
     created_at_column,
@@ -152,3 +158,38 @@ iiko_commands = Table(
     ),
     Index("ix_iiko_commands_status", "status", "next_attempt_at"),
 )
+
+
+# -- the traffic mirror (crm_schema.mirror) ---------------------------------------------
+
+# The receiver keeps a body that was not valid UTF-8 text as `base64:<base64>`.
+RAW_BASE64_PREFIX = "base64:"
+SOI_EVENT_TYPES = ("CREATE", "UPDATE")
+
+
+def raw_body_bytes(text: str) -> bytes:
+    """A stored `raw_body` back as the bytes iiko sent."""
+    if text.startswith(RAW_BASE64_PREFIX):
+        return base64.b64decode(text[len(RAW_BASE64_PREFIX) :])
+    return text.encode("utf-8")
+
+
+def iiko_mirror_request(row: Mapping[str, Any], integration: Integration) -> MirrorRequest:
+    """A `webhook_events` row as iiko posted it, with its authToken in `Authorization`.
+
+    A Cloud API event goes as a one-event array; an SOI object (CREATE / UPDATE) as is;
+    a body that was not JSON as its raw bytes.
+    """
+    if row["raw_body"] is not None:
+        body = raw_body_bytes(row["raw_body"])
+    elif row["event_type"] in SOI_EVENT_TYPES:
+        body = json_body(row["payload"])
+    else:
+        body = json_body([row["payload"]])
+    headers = dict(JSON_HEADERS)
+    if integration.webhook_secret:
+        headers["Authorization"] = integration.webhook_secret
+    return MirrorRequest("POST", f"/webhooks/iiko/{integration.webhook_key}", body, headers)
+
+
+MIRROR_SOURCES = (MirrorSource(webhook_events, "received_at", iiko_mirror_request),)

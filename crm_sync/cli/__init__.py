@@ -10,6 +10,7 @@ import click
 from crm_sync.cli.db import db
 from crm_sync.cli.integrations import integrations
 from crm_sync.cli.operator_tokens import operator_tokens
+from crm_sync.cli.replay import replay
 from crm_sync.cli.secrets import secrets
 from crm_sync.registry import layer_modules
 from provider_emulators.cli import emulate
@@ -25,6 +26,7 @@ main.add_command(integrations)
 main.add_command(secrets)
 main.add_command(emulate)
 main.add_command(operator_tokens)
+main.add_command(replay)
 # Each provider's own commands (`crm-sync iiko …`), from its `cli` module in the registry.
 for _module in layer_modules("cli").values():
     for _command in _module.CLI_COMMANDS:

@@ -152,6 +152,9 @@ def _print_one(item: integ.Integration, as_json: bool, reveal_webhook: bool = Fa
         return
     for key in ("id", "provider", "name", "integration_uuid", "api_base_url", "is_active"):
         click.echo(f"{key}: {data[key]}")
+    attention = data.get("attention")
+    since = f" (since {data['attention_at']})" if attention else ""
+    click.echo(f"attention: {attention or '-'}{since}")
     click.echo(f"credentials: {data['credentials']}")
     click.echo(f"settings: {json.dumps(data['settings'], ensure_ascii=False)}")
     click.echo(f"webhook_url: {data['webhook_url']}")
@@ -199,6 +202,12 @@ def integrations_add(
             credentials=parts["credentials"],
             settings=parts["settings"],
         )
+        # The provider's own step (e.g. exchanging an OAuth code), in this transaction:
+        # if it fails, the new row is rolled back and nothing is left behind.
+        hook = getattr(spec.module("cli"), "after_add", None)
+        if hook is not None:
+            hook(conn, item, setup)
+            item = integ.get_integration(conn, item.id)
     if as_json:  # the provider needs the whole URL: `add` is where it is shown
         _print_one(item, as_json=True, reveal_webhook=True)
         return
@@ -247,6 +256,37 @@ def _current_setup(item: integ.Integration, spec: ProviderSpec) -> dict[str, Any
     return values
 
 
+def _used_once(spec: ProviderSpec) -> list[str]:
+    """Setup fields used while adding and never stored (e.g. an OAuth code)."""
+    return [n for n in spec.setup.model_fields if field_meta(spec.setup, n).get("store") == "none"]
+
+
+def _validate_stored(
+    spec: ProviderSpec, current: dict[str, Any], given: dict[str, Any]
+) -> BaseModel:
+    """The setup model over the stored values and the changes.
+
+    A field used only while adding (stored nowhere) cannot be changed here; where the
+    model needs one of them (e.g. "an OAuth code or a long-lived token"), it counts as
+    given back then.
+    """
+    once = _used_once(spec)
+    refused = [n for n in once if n in given]
+    if refused:
+        flags = ", ".join(_flag(n) for n in refused)
+        raise click.UsageError(
+            f"{flags} is used only by `integrations add`; see `crm-sync {spec.name} --help`"
+        )
+    values = current | given
+    if once:
+        for candidate in (values, values | dict.fromkeys(once, "(used when added)")):
+            try:
+                return spec.setup.model_validate(candidate)
+            except ValidationError:
+                continue
+    return _validate(spec.setup, values)  # the first attempt's errors, as a usage error
+
+
 @integrations.command("update")
 @click.argument("integration_id", type=click.IntRange(min=1))
 @click.option("--name", default=None, callback=_nonblank)
@@ -257,12 +297,18 @@ def _current_setup(item: integ.Integration, spec: ProviderSpec) -> dict[str, Any
     multiple=True,
     help="KEY=VALUE (VALUE as JSON when it parses, dotted keys for nested; =null removes).",
 )
+@click.option(
+    "--clear-attention",
+    is_flag=True,
+    help="Forget why it needed a person (kept otherwise, until the cause is fixed).",
+)
 @click.option("--json", "as_json", is_flag=True)
 @database_option
 def integrations_update(
     integration_id: int,
     name: str | None,
     settings: tuple[str, ...],
+    clear_attention: bool,
     as_json: bool,
     database_url: str | None,
     **fields: Any,
@@ -274,7 +320,7 @@ def integrations_update(
         item = integ.get_integration(conn, integration_id)
         spec = get_provider(item.provider)
         _refuse_foreign(spec, given)
-        parts = split_setup(_validate(spec.setup, _current_setup(item, spec) | given))
+        parts = split_setup(_validate_stored(spec, _current_setup(item, spec), given))
         given_keys = {field_meta(spec.setup, n).get("key") or n for n in given}
         new_settings = dict(item.settings) | {
             k: v for k, v in parts["settings"].items() if k in given_keys
@@ -298,6 +344,9 @@ def integrations_update(
             credentials=credentials or None,
             settings=new_settings,
         )
+        if clear_attention:
+            integ.clear_attention(conn, integration_id)
+            item = integ.get_integration(conn, integration_id)
     if as_json:
         _print_one(item, as_json=True)
     else:
@@ -318,11 +367,16 @@ def integrations_list(as_json: bool, database_url: str | None) -> None:
     if not items:
         click.echo("no integrations")
         return
-    click.echo(f"{'id':>4}  {'provider':<10} {'active':<6} {'name':<30} webhook_path")
+    click.echo(
+        f"{'id':>4}  {'provider':<10} {'active':<6} {'name':<30} {'webhook_path':<40} attention"
+    )
     for i in items:
         active = "yes" if i.is_active else "no"
         path = i.masked_webhook(i.webhook_path)
-        click.echo(f"{i.id:>4}  {i.provider:<10} {active:<6} {i.name[:30]:<30} {path}")
+        attention = i.attention or "-"
+        click.echo(
+            f"{i.id:>4}  {i.provider:<10} {active:<6} {i.name[:30]:<30} {path:<40} {attention}"
+        )
 
 
 @integrations.command("show")
@@ -349,6 +403,8 @@ def _toggle(active: bool) -> Callable[..., None]:
             item = integ.set_active(conn, integration_id, active)
         state = "enabled" if active else "disabled"
         click.echo(f"integration {item.id} {state}; running receivers apply it within 5 s")
+        if item.attention:  # kept: enabling does not fix what needs a person
+            click.echo(f"attention: {item.attention}")
 
     return command
 

@@ -7,14 +7,12 @@ from datetime import UTC, datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import phonenumbers
-
 from crm_sync.providers.allio import DEFAULT_TIME_ZONE
+from orchestration.core.phones import normalize_phone
 
 # The person a record names, which is also the contact's role: ids of a reserve's
 # `client` and a deal card's `buyer` may come from different ALLIO id spaces.
 CONTACT_KEY = {"reserve": "client", "dealcard": "buyer"}
-DEFAULT_PHONE_REGION = "RU"
 MOSCOW = ZoneInfo(DEFAULT_TIME_ZONE)
 
 
@@ -24,22 +22,6 @@ class Mapped:
 
     deal: dict[str, Any]
     contact: dict[str, Any] | None
-
-
-def normalize_phone(raw: object, region: str = DEFAULT_PHONE_REGION) -> str | None:
-    """E.164 when the value parses as a valid number, else None (raw is kept apart)."""
-    if raw is None:
-        return None
-    text = str(raw).strip()
-    if not text:
-        return None
-    try:
-        number = phonenumbers.parse(text, region)
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_valid_number(number):
-        return None
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 def flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -98,10 +98,15 @@ def _key(
     if integration is None:
         raise ValueError(f"{spec.name}: a per-{policy.scope} rate limit needs an integration")
     if policy.scope == "account":
-        account = str(integration.credentials.get(policy.account_field or "", ""))
+        # The account is named by a credential (an API key) or a setting (a subdomain).
+        field_name = policy.account_field or ""
+        account = str(
+            integration.credentials.get(field_name) or integration.settings.get(field_name) or ""
+        )
         if not account:
             raise ValueError(
-                f"{spec.name}: a per-account rate limit needs credentials.{policy.account_field}"
+                f"{spec.name}: a per-account rate limit needs credentials.{field_name} "
+                f"or settings.{field_name}"
             )
         return RateKey(f"{spec.name}:account:{_fingerprint(account)}", policy)
     if own is not None and own < policy.rate:

@@ -18,21 +18,28 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import httpx
-from sqlalchemy import Engine, and_, or_, select, update
 
-from crm_schema.engine import dialect_insert
-from crm_schema.tables import provider_tokens
-from crm_schema.task_queue import as_utc, now_utc
+from crm_schema.provider_tokens import NewToken, StoredToken, TokenStore
 from crm_sync import encryption
 from orchestration.resources.errors import (
     ProviderAuthError,
     ProviderRateLimitedError,
     ProviderUnavailableError,
 )
+
+# The token row and its values live in crm_schema (the CLI and receiver seed it too).
+__all__ = [
+    "BearerAuth",
+    "FetchedTokenAuth",
+    "NewToken",
+    "OAuth2RefreshAuth",
+    "StoredToken",
+    "StoredTokenAuth",
+    "TokenStore",
+]
 
 
 class BearerAuth(httpx.Auth):
@@ -44,128 +51,6 @@ class BearerAuth(httpx.Auth):
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         request.headers["Authorization"] = self._value
         yield request
-
-
-@dataclass(frozen=True)
-class StoredToken:
-    """One row of `provider_tokens`."""
-
-    access_token: str | None
-    refresh_token: str | None
-    expires_at: datetime | None
-    version: int
-
-    def usable(self, margin: timedelta) -> bool:
-        """True when there is an access token that stays valid for ``margin``."""
-        if not self.access_token:
-            return False
-        return self.expires_at is None or self.expires_at - margin > now_utc()
-
-
-@dataclass(frozen=True)
-class NewToken:
-    """What a renewal returned."""
-
-    access_token: str
-    expires_in: float | None  # seconds
-    refresh_token: str | None = None
-
-
-class TokenStore:
-    """One integration's token row, with a compare-and-swap renewal lease."""
-
-    def __init__(self, engine: Engine, integration_id: int, name: str = "access") -> None:
-        self.engine = engine
-        self.integration_id = integration_id
-        self.name = name
-        t = provider_tokens.c
-        self._row = and_(t.integration_id == integration_id, t.name == name)
-
-    def get(self) -> StoredToken | None:
-        """The stored token, if any."""
-        t = provider_tokens.c
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(t.access_token, t.refresh_token, t.expires_at, t.version).where(self._row)
-            ).first()
-        if row is None:
-            return None
-        return StoredToken(
-            self._open(row.access_token, "access_token"),
-            self._open(row.refresh_token, "refresh_token"),
-            as_utc(row.expires_at),
-            row.version,
-        )
-
-    def _open(self, stored: str | None, column: str) -> str | None:
-        if not stored:
-            return stored
-        what = f"the {self.name} {column} of integration {self.integration_id}"
-        return encryption.decrypt(stored, what)
-
-    def seed(self, token: NewToken) -> StoredToken:
-        """Store a token obtained outside a renewal (e.g. an OAuth code exchange)."""
-        values = self._values(token)  # encrypted first: without a key nothing is written
-        with self.engine.begin() as conn:
-            self._ensure_row(conn)
-            conn.execute(update(provider_tokens).where(self._row).values(**values))
-        stored = self.get()
-        assert stored is not None
-        return stored
-
-    def try_lock(self, owner: str, ttl: timedelta) -> bool:
-        """Take the renewal lease (compare-and-swap); False while another holds it."""
-        t = provider_tokens.c
-        now = now_utc()
-        with self.engine.begin() as conn:
-            self._ensure_row(conn)
-            taken = conn.execute(
-                update(provider_tokens)
-                .where(self._row, or_(t.lock_owner.is_(None), t.lock_expires_at < now))
-                .values(lock_owner=owner, lock_expires_at=now + ttl)
-            ).rowcount
-        return taken == 1
-
-    def unlock(self, owner: str) -> None:
-        """Give the lease up without a new token."""
-        t = provider_tokens.c
-        with self.engine.begin() as conn:
-            conn.execute(
-                update(provider_tokens)
-                .where(self._row, t.lock_owner == owner)
-                .values(lock_owner=None, lock_expires_at=None)
-            )
-
-    def store(self, token: NewToken) -> StoredToken:
-        """Save a renewed token (before anyone uses it) and release the lease."""
-        values = self._values(token)
-        with self.engine.begin() as conn:
-            conn.execute(
-                update(provider_tokens)
-                .where(self._row)
-                .values(**values, lock_owner=None, lock_expires_at=None)
-            )
-        stored = self.get()
-        assert stored is not None
-        return stored
-
-    def _values(self, token: NewToken) -> dict[str, object]:
-        expires = now_utc() + timedelta(seconds=token.expires_in) if token.expires_in else None
-        values: dict[str, object] = {
-            "access_token": encryption.encrypt(token.access_token),
-            "expires_at": expires,
-            "version": provider_tokens.c.version + 1,
-            "updated_at": now_utc(),
-        }
-        if token.refresh_token is not None:
-            values["refresh_token"] = encryption.encrypt(token.refresh_token)
-        return values
-
-    def _ensure_row(self, conn) -> None:  # noqa: ANN001
-        stmt = dialect_insert(conn)(provider_tokens).on_conflict_do_nothing(
-            index_elements=["integration_id", "name"]
-        )
-        conn.execute(stmt, {"integration_id": self.integration_id, "name": self.name, "version": 0})
 
 
 class StoredTokenAuth(httpx.Auth):

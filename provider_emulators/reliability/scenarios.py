@@ -126,7 +126,11 @@ def _acked_ids(responses: list[Response]) -> tuple[list[int], int]:
     ids, nameless = [], 0
     for r in responses:
         if r.status == 200:
-            named = _row_ids(r.json())
+            try:
+                data = r.json()
+            except ValueError:  # the worker died mid-answer: the status line came, no body
+                continue
+            named = _row_ids(data)
             if named is None:
                 nameless += 1
             else:

@@ -64,7 +64,8 @@ class ProviderReliability:
     task_table: str
     # {entity table: the columns that make one entity (unique together)}.
     entity_tables: Mapping[str, tuple[str, ...]]
-    # Emulator paths that are the provider's API (counted against the quota).
+    # Emulator paths that are the provider's API (counted against the quota), each with
+    # everything under it.
     api_paths: tuple[str, ...]
     # Cases with a known right answer (found by earlier attacks): (name, method, path
     # template with {path}, headers, body, expected status or tuple of statuses).

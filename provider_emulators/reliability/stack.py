@@ -471,7 +471,13 @@ class Stack:
     def emulator_requests(self, since: float) -> list[dict[str, Any]]:
         resp = httpx.get(self.emulator + "/_admin/requests", params={"since": since}, timeout=30)
         resp.raise_for_status()
-        return [e for e in resp.json() if e["path"] in self.spec.api_paths]
+        paths = self.spec.api_paths
+        # A path or anything under it (`/api/v4/leads` covers `/api/v4/leads/123`).
+        return [
+            e
+            for e in resp.json()
+            if any(e["path"] == p or e["path"].startswith(p + "/") for p in paths)
+        ]
 
     def __enter__(self) -> Stack:
         try:

@@ -7,9 +7,12 @@ The store is generic: a provider's receiver module declares its inbox table once
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Any, NamedTuple, Protocol
 
+import orjson
 from sqlalchemy import JSON, BigInteger, DateTime, Integer, SmallInteger, Table
 
 from crm_schema.tables import integrations
@@ -23,6 +26,9 @@ class StoreError(Exception):
     """The database refused this one row (not an outage): answer 500."""
 
 
+Network = IPv4Network | IPv6Network
+
+
 class IntegrationEntry(NamedTuple):
     """What the receiver needs to know about a webhook key."""
 
@@ -31,6 +37,9 @@ class IntegrationEntry(NamedTuple):
     integration_uuid: str | None
     is_active: bool
     webhook_secret: str | None = None
+    # The networks of the integration's `ip_allowlist` setting (routes that let a
+    # request without a key through by its source address); () for most integrations.
+    ip_allowlist: tuple[Network, ...] = ()
 
 
 def _pg_type(column: Any) -> str:
@@ -126,13 +135,45 @@ INTEGRATION_COLUMNS = (
     integrations.c.is_active.name,
     integrations.c.webhook_secret.name,
 )
-SELECT_INTEGRATIONS = f"SELECT {', '.join(INTEGRATION_COLUMNS)} FROM {integrations.name}"
+# The setting (a list of CIDRs) whose networks `IntegrationEntry.ip_allowlist` holds.
+ALLOWLIST_SETTING = "ip_allowlist"
+SETTINGS_COLUMN = integrations.c.settings.name
+
+
+def select_integrations(allowlist_sql: str) -> str:
+    """The integrations query: INTEGRATION_COLUMNS, then ``allowlist_sql`` — the store's SQL
+    for the `ip_allowlist` setting as JSON text (NULL unless it is an array), so only that
+    small part of the settings leaves the database."""
+    return f"SELECT {', '.join(INTEGRATION_COLUMNS)}, {allowlist_sql} FROM {integrations.name}"
+
+
+@functools.lru_cache(maxsize=1024)
+def parse_allowlist(text: str | None) -> tuple[Network, ...]:
+    """The networks of an `ip_allowlist` setting given as JSON text; entries that are not
+    an address or CIDR are skipped (the CLI validates them: an edit in the database must
+    not break the refresh). Cached: the refresh sees the same texts every time."""
+    if not text:
+        return ()
+    try:
+        items = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return ()
+    networks = []
+    for item in items if isinstance(items, list) else ():
+        if isinstance(item, str):
+            try:
+                networks.append(ip_network(item.strip(), strict=False))
+            except ValueError:
+                continue
+    return tuple(networks)
 
 
 def entries_from_rows(rows: object) -> dict[str, IntegrationEntry]:
-    """Rows of SELECT_INTEGRATIONS → {webhook_key: entry}."""
+    """Rows of a `select_integrations` query → {webhook_key: entry}."""
     return {
-        row[0]: IntegrationEntry(int(row[1]), row[2], row[3], bool(row[4]), row[5])
+        row[0]: IntegrationEntry(
+            int(row[1]), row[2], row[3], bool(row[4]), row[5], parse_allowlist(row[6])
+        )
         for row in rows  # type: ignore[attr-defined]
     }
 

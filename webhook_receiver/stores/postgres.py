@@ -24,7 +24,8 @@ from crm_schema.engine import normalize_url
 from crm_schema.tables import integrations
 from webhook_receiver.config import ReceiverConfig
 from webhook_receiver.stores.base import (
-    SELECT_INTEGRATIONS,
+    ALLOWLIST_SETTING,
+    SETTINGS_COLUMN,
     InboxRow,
     InboxTable,
     IntegrationEntry,
@@ -33,11 +34,16 @@ from webhook_receiver.stores.base import (
     entries_from_rows,
     fail_all,
     resolve,
+    select_integrations,
 )
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+_ALLOWLIST = f"({SETTINGS_COLUMN}::json -> '{ALLOWLIST_SETTING}')"
+SELECT_INTEGRATIONS = select_integrations(
+    f"CASE WHEN json_typeof({_ALLOWLIST}) = 'array' THEN {_ALLOWLIST}::text END"
+)
 FIND_INTEGRATION = f"{SELECT_INTEGRATIONS} WHERE {integrations.c.webhook_key.name} = $1"
 
 # SQLSTATE classes that mean "the server cannot work right now", not "this row is bad":

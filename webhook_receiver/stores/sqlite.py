@@ -39,7 +39,8 @@ from crm_schema.engine import normalize_url, sqlite_path
 from crm_schema.tables import integrations
 from webhook_receiver.config import ReceiverConfig
 from webhook_receiver.stores.base import (
-    SELECT_INTEGRATIONS,
+    ALLOWLIST_SETTING,
+    SETTINGS_COLUMN,
     InboxRow,
     InboxTable,
     IntegrationEntry,
@@ -48,11 +49,19 @@ from webhook_receiver.stores.base import (
     entries_from_rows,
     fail_all,
     resolve,
+    select_integrations,
 )
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# Settings are JSON text here: a value that is not JSON must not fail the whole refresh.
+_ALLOWLIST_PATH = f"'$.{ALLOWLIST_SETTING}'"
+SELECT_INTEGRATIONS = select_integrations(
+    f"CASE WHEN json_valid({SETTINGS_COLUMN}) THEN "
+    f"CASE WHEN json_type({SETTINGS_COLUMN}, {_ALLOWLIST_PATH}) = 'array' "
+    f"THEN json_extract({SETTINGS_COLUMN}, {_ALLOWLIST_PATH}) END END"
+)
 FIND_INTEGRATION = f"{SELECT_INTEGRATIONS} WHERE {integrations.c.webhook_key.name} = ?"
 # Once the lock is held, a batch's inserts and COMMIT take well under this.
 WRITE_SECONDS = 0.5

@@ -1,0 +1,1 @@
+"""amoCRM in Dagster: RDESK lead updates and amoCRM contacts (seeds 002, 003)."""
