@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: dev test lint format bench bench-receiver bench-quota bench-sync bench-iiko bench-amocrm bench-reliability clean
+.PHONY: dev test lint format bench bench-receiver bench-quota bench-sync bench-iiko bench-amocrm bench-unisender bench-reliability clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,7 +38,7 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 
 ## bench: every benchmark (tables on stdout, JSON under bench/results/)
-bench: bench-receiver bench-quota bench-sync bench-iiko bench-amocrm
+bench: bench-receiver bench-quota bench-sync bench-iiko bench-amocrm bench-unisender
 
 bench-receiver: $(STAMP)
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
@@ -59,6 +59,10 @@ bench-iiko: $(STAMP)
 ## bench-amocrm: RDESK updates applied per second under amoCRM's 7/s; concurrent refresh
 bench-amocrm: $(STAMP)
 	$(BIN)/python bench/amocrm.py
+
+## bench-unisender: 100,000 amoCRM contacts exported to a Unisender list
+bench-unisender: $(STAMP)
+	$(BIN)/python bench/unisender.py
 
 ## bench-reliability: issue 9's scenarios 1-7 per provider on PostgreSQL and SQLite (--quick: small)
 bench-reliability: $(STAMP)

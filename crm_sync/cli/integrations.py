@@ -1,4 +1,5 @@
-"""`crm-sync integrations`: connect, list, show, update, enable and disable provider accounts.
+"""`crm-sync integrations`: connect, list, show, update, enable, disable, check and remove
+provider accounts.
 
 `add` and `update` take each provider's own fields, declared by its setup model in
 the registry (crm_sync.providers.<name>): the options below are generated from them.
@@ -13,11 +14,20 @@ from typing import Any
 
 import click
 from pydantic import BaseModel, SecretStr, ValidationError
+from sqlalchemy import Connection, delete, func, select
 
 from crm_schema import integrations as integ
+from crm_schema.tables import integrations as integrations_table
+from crm_schema.tables import metadata
 from crm_sync.cli.common import connection, database_option
 from crm_sync.fields import field_meta, problems, split_setup
-from crm_sync.registry import PROVIDERS, ProviderSpec, get_provider, provider_names
+from crm_sync.registry import (
+    PROVIDERS,
+    ProviderSpec,
+    get_provider,
+    layer_modules,
+    provider_names,
+)
 from crm_sync.settings import get_settings
 
 
@@ -192,6 +202,10 @@ def integrations_add(
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     with connection(database_url) as conn:
+        # The provider's own checks of what was given (e.g. a linked integration exists).
+        check_given = getattr(spec.module("cli"), "before_add", None)
+        if check_given is not None:
+            check_given(conn, setup)
         item = integ.add_integration(
             conn,
             provider=provider,
@@ -418,3 +432,114 @@ for _name, _active, _help in (
             database_option(_toggle(_active))
         )
     )
+
+
+@integrations.command("check")
+@click.argument("integration_id", type=click.IntRange(min=1))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@database_option
+def integrations_check(integration_id: int, as_json: bool, database_url: str | None) -> None:
+    """Ask the provider whether the account is connected (exit 1 when it is not)."""
+    with connection(database_url) as conn:
+        item = integ.get_integration(conn, integration_id)
+    hook = getattr(get_provider(item.provider).module("cli"), "check", None)
+    if hook is None:
+        # Nothing to check is no failure: exit 0, "checked": false.
+        ok, message, details = True, f"{item.provider} integrations have no check", {}
+        checked = False
+    else:
+        ok, message, details = hook(item, database_url)
+        checked = True
+    if as_json:
+        data = {"id": item.id, "provider": item.provider, "checked": checked, "ok": ok}
+        click.echo(json.dumps(data | {"message": message, "details": details}, ensure_ascii=False))
+    else:
+        click.echo(f"integration {item.id} ({item.provider}, {item.name}): {message}")
+    if not ok:
+        sys.exit(1)
+
+
+def _referencing_tables() -> list[Any]:
+    """Every table with a foreign key to integrations (providers' tables loaded)."""
+    layer_modules("schema")
+    return [
+        table
+        for table in metadata.sorted_tables
+        if any(
+            fk.column.table is integrations_table
+            for fk in table.foreign_keys
+            if fk.column is not None
+        )
+    ]
+
+
+def _removal_plan(conn: Connection, item: integ.Integration) -> list[tuple[Any, Any, int]]:
+    """(table, where clause, row count) for each table removal deletes from, the
+    integration's own row last; a clear error when removal is not possible."""
+    hook = getattr(get_provider(item.provider).module("cli"), "owned_rows", None)
+    if hook is None:
+        raise click.ClickException(
+            f"{item.provider} integrations cannot be removed here (the provider does not say "
+            "which rows are its own): disable it instead (crm-sync integrations disable ID)"
+        )
+    plan = [
+        (
+            table,
+            clause,
+            conn.execute(select(func.count()).select_from(table).where(clause)).scalar_one(),
+        )
+        for table, clause in hook(conn, item)
+    ]
+    covered = {table.name for table, _, _ in plan}
+    left = []
+    for table in _referencing_tables():
+        if table.name in covered:
+            continue
+        refs = [
+            fk.parent == item.id
+            for fk in table.foreign_keys
+            if fk.column.table is integrations_table
+        ]
+        for clause in refs:
+            n = conn.execute(select(func.count()).select_from(table).where(clause)).scalar_one()
+            if n:
+                left.append(f"{table.name} ({n})")
+    if left:
+        raise click.ClickException(
+            f"integration {item.id} cannot be removed: rows in {', '.join(left)} refer to it"
+        )
+    own = integrations_table.c.id == item.id
+    return [*plan, (integrations_table, own, 1)]
+
+
+@integrations.command("remove")
+@click.argument("integration_id", type=click.IntRange(min=1))
+@click.option("--yes", is_flag=True, help="Really delete (without it: only say what would go).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@database_option
+def integrations_remove(
+    integration_id: int, yes: bool, as_json: bool, database_url: str | None
+) -> None:
+    """Delete an integration and its rows (refused without --yes: says what would go)."""
+    with connection(database_url) as conn:
+        item = integ.get_integration(conn, integration_id)
+        plan = _removal_plan(conn, item)
+        counts = {str(table.name): n for table, _, n in plan}
+        if yes:
+            counts = {
+                str(table.name): conn.execute(delete(table).where(clause)).rowcount
+                for table, clause, _ in plan
+            }
+    what = ", ".join(f"{name}: {n}" for name, n in counts.items())
+    if as_json:
+        data = {"id": item.id, "provider": item.provider, "removed": yes, "rows": counts}
+        click.echo(json.dumps(data, ensure_ascii=False))
+    elif yes:
+        click.echo(f"integration {item.id} ({item.provider}, {item.name}) removed; deleted {what}")
+    else:
+        click.echo(
+            f"integration {item.id} ({item.provider}, {item.name}) would be removed with "
+            f"its rows: {what}"
+        )
+    if not yes:
+        raise click.ClickException("nothing deleted: add --yes to remove it")

@@ -15,6 +15,7 @@ from provider_emulators.amocrm.app import (
     lead_errors,
 )
 from provider_emulators.amocrm.commands import COMMANDS as CLI_COMMANDS
+from provider_emulators.amocrm.demo import DEMO
 from provider_emulators.amocrm.records import (
     BOOKED_STATUSES,
     CONTACT_ACTIONS,
@@ -29,6 +30,7 @@ from provider_emulators.amocrm.records import (
     mc_update,
     rdesk_updates,
 )
+from provider_emulators.amocrm.reliability import RELIABILITY
 from provider_emulators.amocrm.senders import (
     WEBHOOK_KEY_HEADER,
     contact_webhook_forms,
@@ -44,21 +46,6 @@ from provider_emulators.amocrm.state import (
     DEFAULT_CLIENT_SECRET,
     DEFAULT_REDIRECT_URI,
 )
-
-# The demo (`make dev`) and reliability parts live in their own modules; the package
-# imports without them.
-try:
-    from provider_emulators.amocrm.demo import DEMO
-except ModuleNotFoundError as exc:  # pragma: no cover - only until demo.py exists
-    if exc.name != "provider_emulators.amocrm.demo":
-        raise
-    DEMO = None
-try:
-    from provider_emulators.amocrm.reliability import RELIABILITY
-except ModuleNotFoundError as exc:  # pragma: no cover - only until reliability.py exists
-    if exc.name != "provider_emulators.amocrm.reliability":
-        raise
-    RELIABILITY = None
 
 __all__ = [
     "BLOCK_AFTER",

@@ -22,6 +22,16 @@ STATUSES = ORDER_STATUSES
 _STATUS_WEIGHTS = (2, 2, 2, 4, 3, 3, 4, 6, 8, 2)
 FINAL_STATUSES = frozenset({"Closed", "Cancelled"})
 FAILING_SUFFIX = "dead"  # order ids ending in it: every command on them fails
+
+
+def new_order_id() -> str:
+    """A fresh order id that never ends in FAILING_SUFFIX (1 in 65,536 random ones would)."""
+    while True:
+        order_id = str(uuid.uuid4())
+        if not order_id.endswith(FAILING_SUFFIX):
+            return order_id
+
+
 DATE_TIME = "%Y-%m-%d %H:%M:%S.%f"
 NAMESPACE = uuid.UUID("6f1c3c1e-6d0b-4c47-9d0e-1f6b0e5f11c0")
 _BASE = datetime(2026, 1, 1, 10, 0, 0)

@@ -274,7 +274,7 @@ class IikoState:
         out = []
         with self.lock:
             for spec in specs:
-                order_id = str(spec.get("id") or uuid.uuid4())
+                order_id = str(spec.get("id") or records.new_order_id())
                 if spec.get("remove"):
                     self.orders[order_id] = None
                     self.revision += 1

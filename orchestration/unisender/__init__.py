@@ -1,0 +1,1 @@
+"""Unisender export: amoCRM contacts sent to an account's e-mail lists (seed 003)."""
