@@ -386,6 +386,9 @@ def contact_id(value: object) -> str | None:
         return None
     if isinstance(value, str) and _CONTACT_ID.fullmatch(value.strip()):
         value = int(value.strip())
+    # JSON has one number type: 111.0 is the integer 111 (a JSON-schema "integer" too).
+    if isinstance(value, float) and value.is_integer() and 0 < value < 2**63:
+        value = int(value)
     if isinstance(value, int) and 0 < value < 2**63:
         return str(value)
     return None
