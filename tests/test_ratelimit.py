@@ -158,7 +158,11 @@ def test_db_reservations_are_spaced_on_the_database_clock(
     assert grants[0].wait == 0.0
     gaps = [b.slot - a.slot for a, b in zip(grants, grants[1:], strict=False)]
     assert gaps == pytest.approx([0.25] * 3, abs=1e-6)
-    assert grants[-1].wait == pytest.approx(0.75, abs=0.05)
+    # The wait is measured on the database clock; the four calls themselves take time,
+    # so on a busy machine it is somewhat under the 0.75 s the schedule alone gives.
+    last = grants[-1]
+    assert last.wait == pytest.approx(last.slot - last.now)
+    assert 0.0 < last.wait <= 0.75 + 0.01
     with engine.connect() as conn:
         tat = conn.execute(select(rate_limit_state.c.tat)).scalar_one()
     assert tat == pytest.approx(grants[-1].tat)
