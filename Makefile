@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: dev test lint format bench bench-receiver bench-quota bench-sync bench-iiko bench-amocrm bench-unisender bench-reliability clean
+.PHONY: dev test lint format bench bench-receiver bench-quota bench-sync bench-iiko bench-amocrm bench-unisender bench-uon bench-reliability clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,7 +27,7 @@ dev: $(STAMP)
 ## workers, each taking a whole test file (or class) at a time: most tests wait on
 ## servers, not on the CPU
 test: $(STAMP) lint
-	$(BIN)/pytest -n 4 --dist loadscope
+	$(BIN)/pytest -n 4 --dist loadscope --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -63,6 +63,10 @@ bench-amocrm: $(STAMP)
 ## bench-unisender: 100,000 amoCRM contacts exported to a Unisender list
 bench-unisender: $(STAMP)
 	$(BIN)/python bench/unisender.py
+
+## bench-uon: U-ON client-by-phone lookups: cache-hit p50/p95, misses at 8/s under U-ON's 10/s
+bench-uon: $(STAMP)
+	$(BIN)/python bench/uon.py
 
 ## bench-reliability: issue 9's scenarios 1-7 per provider on PostgreSQL and SQLite (--quick: small)
 bench-reliability: $(STAMP)

@@ -21,15 +21,13 @@ Prints Markdown tables; writes bench/results/amocrm.json.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
-import platform
 import sys
 import tempfile
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +38,7 @@ sys.path.insert(0, str(BENCH_DIR))
 
 import httpx  # noqa: E402
 import receiver as wrk_bench  # noqa: E402  (bench/receiver.py: servers)
+from result_file import write_result  # noqa: E402  (bench/result_file.py)
 from sqlalchemy import func, select, update  # noqa: E402
 
 from crm_schema.engine import make_engine  # noqa: E402
@@ -274,20 +273,7 @@ def main(argv: list[str] | None = None) -> int:
             print("refresh:", flush=True)
             results["refresh"] = bench_refresh(args, Path(tmp))
             print("\n" + refresh_table(results["refresh"]) + "\n", flush=True)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(
-        json.dumps(
-            {
-                "benchmark": "amocrm",
-                "finished_at": datetime.now(UTC).isoformat(),
-                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-                "results": results,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-    print(f"wrote {args.output}")
+    write_result(args.output, "amocrm", results=results)
     return 0 if all(r.get("ok") for r in results.values()) else 1
 
 

@@ -23,13 +23,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH_DIR))
 
 import receiver as wrk_bench  # noqa: E402  (bench/receiver.py: servers, wrk, databases)
+from result_file import write_result  # noqa: E402  (bench/result_file.py)
 from sqlalchemy import text  # noqa: E402
 
 from crm_schema.engine import make_engine  # noqa: E402
@@ -241,21 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             print("\n" + iiko_sync.commands_table(found) + "\n")
             results["commands"] = found
             failed |= not found.get("ok", False)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(
-        json.dumps(
-            {
-                "benchmark": "iiko",
-                "finished_at": datetime.now(UTC).isoformat(),
-                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-                "results": results,
-            },
-            indent=2,
-            default=str,
-        )
-        + "\n"
-    )
-    print(f"wrote {args.output}")
+    write_result(args.output, "iiko", results=results)
     return 1 if failed else 0
 
 

@@ -67,9 +67,9 @@ def start_emulator(quota: int) -> tuple[subprocess.Popen[bytes], str]:
 def worker(args: dict[str, Any]) -> dict[str, Any]:
     """One OS process: call reserve_list(100 ids) until the phase ends."""
     from crm_schema.integrations import get_integration
+    from crm_sync.ratelimit import LocalRateLimiter
     from orchestration.db import shared_engine
     from orchestration.defs.allio.resources import AllioResource
-    from orchestration.ratelimit import LocalRateLimiter
     from orchestration.resources import CallStats, ProviderError
 
     logging.getLogger("orchestration").setLevel(logging.ERROR)  # retries are counted instead

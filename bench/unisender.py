@@ -18,26 +18,25 @@ Prints a Markdown table; writes bench/results/unisender.json.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import multiprocessing as mp
 import os
-import platform
 import resource
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(BENCH_DIR))
 
 import httpx  # noqa: E402
+from result_file import write_result  # noqa: E402  (bench/result_file.py)
 from sqlalchemy import insert, select  # noqa: E402
 
 from crm_schema.engine import make_engine  # noqa: E402
@@ -223,21 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="crm-bench-unisender-") as tmp:
         found = run(args, Path(tmp))
     print("\n" + table(found) + "\n")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(
-        json.dumps(
-            {
-                "benchmark": "unisender",
-                "finished_at": datetime.now(UTC).isoformat(),
-                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-                "result": found,
-            },
-            indent=2,
-            default=str,
-        )
-        + "\n"
-    )
-    print(f"wrote {args.output}")
+    write_result(args.output, "unisender", result=found)
     return 0 if found["ok"] else 1
 
 

@@ -48,10 +48,13 @@ def sqlite_path(url: URL) -> Path | None:
     return Path(url.database)
 
 
-def make_engine(raw_url: str | None = None, **kwargs: object) -> Engine:
+def make_engine(
+    raw_url: str | None = None, *, sqlite_busy_timeout_ms: int | None = None, **kwargs: object
+) -> Engine:
     """Create an engine for `raw_url` (default: settings.database_url).
 
-    SQLite gets WAL, a busy timeout and a created parent folder; PostgreSQL gets
+    SQLite gets WAL, a busy timeout (``sqlite_busy_timeout_ms``, default the settings')
+    and a created parent folder; PostgreSQL gets
     psycopg2 with pre-ping so a restarted server does not break long-lived processes.
     JSON columns are written as UTF-8, not ASCII escapes.
     """
@@ -62,8 +65,9 @@ def make_engine(raw_url: str | None = None, **kwargs: object) -> Engine:
         path = sqlite_path(url)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
-        _configure_sqlite(engine, settings.sqlite_busy_timeout_ms)
+        busy_ms = sqlite_busy_timeout_ms or settings.sqlite_busy_timeout_ms
+        engine = create_engine(url, connect_args={"timeout": max(30, busy_ms / 1000)}, **kwargs)
+        _configure_sqlite(engine, busy_ms)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(url, **kwargs)

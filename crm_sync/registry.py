@@ -35,9 +35,9 @@ __all__ = [
 
 def _providers() -> dict[str, ProviderSpec]:
     # The registry: one line per provider.
-    from crm_sync.providers import allio, amocrm, iiko, unisender
+    from crm_sync.providers import allio, amocrm, iiko, unisender, uon
 
-    specs = (allio.SPEC, iiko.SPEC, amocrm.SPEC, unisender.SPEC)
+    specs = (allio.SPEC, iiko.SPEC, amocrm.SPEC, unisender.SPEC, uon.SPEC)
     return {spec.name: spec for spec in specs}
 
 

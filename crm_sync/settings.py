@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated
 
@@ -33,6 +34,13 @@ class Settings(BaseSettings):
     # Unlike an integration's own `rate_limit` setting, this may raise a shared key's rate.
     rate_limits: Annotated[dict[str, float], NoDecode] = Field(
         default_factory=dict, validation_alias=AliasChoices("CRM_SYNC_RATE_LIMITS")
+    )
+
+    # Reverse proxies in front of the receiver (CIDR list, "10.0.0.0/8,127.0.0.1"): only a
+    # request whose TCP peer is one of them has its `X-Forwarded-For` believed (anyone can
+    # send the header). Empty: the peer is always the client.
+    trusted_proxies: Annotated[list[IPv4Network | IPv6Network], NoDecode] = Field(
+        default_factory=list, validation_alias=AliasChoices("CRM_SYNC_TRUSTED_PROXIES")
     )
 
     # Fernet key(s) that encrypt credentials and provider tokens at rest (crm_sync.encryption):
@@ -67,6 +75,23 @@ class Settings(BaseSettings):
                 raise ValueError(f"CRM_SYNC_RATE_LIMITS: '{part}' is not provider=rate")
             out[name.strip()] = float(rate)
         return out
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _parse_networks(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [p.strip() for p in value.split(",") if p.strip()]
+        if not isinstance(value, list | tuple):
+            return value
+        networks = []
+        for item in value:
+            try:
+                networks.append(ip_network(str(item).strip(), strict=False))
+            except ValueError:
+                raise ValueError(
+                    f"CRM_SYNC_TRUSTED_PROXIES: '{item}' is not an IP address or CIDR network"
+                ) from None
+        return networks
 
     @field_validator("rate_limits")
     @classmethod

@@ -40,7 +40,7 @@ def max_in_window(times: list[float], window: float = 1.0) -> int:
 def acquire_worker(args: dict[str, Any]) -> list[tuple[float, float]]:
     """Acquire slots through the database limiter until ``stop_at``; (slot, woke) pairs."""
     from crm_schema.engine import make_engine
-    from orchestration.ratelimit import DatabaseRateLimiter, RatePolicy, Throttle
+    from crm_sync.ratelimit import DatabaseRateLimiter, RatePolicy, Throttle
 
     engine = make_engine(args["database_url"])
     throttle = Throttle.single(

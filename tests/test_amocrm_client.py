@@ -15,10 +15,10 @@ from sqlalchemy import Engine
 
 from crm_schema.integrations import Integration, add_integration, get_integration
 from crm_schema.provider_tokens import NewToken
+from crm_sync.ratelimit import DatabaseRateLimiter, Throttle, rate_keys
 from orchestration.amocrm.client import BLOCKED_PREFIX, AmocrmBlockedError
 from orchestration.db import dispose_engines
 from orchestration.defs.amocrm.resources import AmocrmResource, integration_attention
-from orchestration.ratelimit import DatabaseRateLimiter, Throttle, rate_keys
 from orchestration.resources import CallStats, ProviderAuthError, ProviderRequestError
 from provider_emulators.amocrm import (
     DEFAULT_CLIENT_ID,

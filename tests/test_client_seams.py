@@ -16,8 +16,8 @@ from sqlalchemy import Engine, select, update
 
 from crm_schema.tables import api_call_log, provider_tokens
 from crm_schema.task_queue import now_utc
+from crm_sync.ratelimit import LocalRateLimiter, RatePolicy, Throttle
 from orchestration.db import dispose_engines
-from orchestration.ratelimit import LocalRateLimiter, RatePolicy, Throttle
 from orchestration.resources import (
     ProviderAuthError,
     ProviderClient,

@@ -422,3 +422,37 @@ def test_one_pass_at_a_time_per_integration_and_no_run_beside_a_live_one(
     assert busy.busy and busy.forwarded == 0
     (report,) = mirror.forward_pending(engine)
     assert report.forwarded == 1 and len(rec.seen) == 2
+
+
+def test_uon_rows_are_mirrored_with_the_keys_they_were_sent_with(database_url, engine, recorder):
+    rec, server = recorder
+    base = server.base_url + "/install"
+    with engine.begin() as conn:
+        uon = add_integration(
+            conn,
+            provider="uon",
+            name="uon-m",
+            integration_uuid=None,
+            api_base_url="http://provider.invalid",
+            credentials={"api_key": "never-sent-anywhere-0123"},
+            settings={"mirror_url": base},
+        )
+    event = {"event": "start", "call_id": "c-1", "direction": "in", "phone": "375296254070"}
+    form = {"type_id": "4", "ID клиента": "1001", "uon_id": "67054"}
+    with (
+        serve_receiver(database_url) as receiver,
+        httpx.Client(base_url=receiver, timeout=10) as http,
+    ):
+        sent = [
+            http.post(f"/webhooks/telephony/{uon.webhook_key}", json=event),
+            http.post(f"/webhooks/uon/{uon.webhook_key}", data=form),
+        ]
+    assert [r.status_code for r in sent] == [200, 200], [r.text for r in sent]
+
+    assert _run_job(database_url)["forwarded"] == 2
+    telephony, webhook = rec.seen
+    assert telephony["path"] == f"/install/webhooks/telephony/{uon.webhook_key}"
+    assert json.loads(telephony["body"]) == event
+    assert webhook["path"] == f"/install/webhooks/uon/{uon.webhook_key}"
+    assert webhook["headers"]["content-type"] == "application/x-www-form-urlencoded"
+    assert dict(parse_qsl(webhook["body"].decode())) == form

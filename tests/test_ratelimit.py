@@ -13,8 +13,7 @@ from sqlalchemy import Engine, select
 from crm_schema.integrations import Integration
 from crm_schema.tables import rate_limit_state
 from crm_sync.providers.allio import SPEC as ALLIO
-from crm_sync.registry import ProviderSpec
-from orchestration.ratelimit import (
+from crm_sync.ratelimit import (
     DatabaseRateLimiter,
     LocalRateLimiter,
     RateKey,
@@ -22,6 +21,7 @@ from orchestration.ratelimit import (
     Throttle,
     rate_keys,
 )
+from crm_sync.registry import ProviderSpec
 from tests.mp_workers import acquire_worker, max_in_window, warm_pool
 
 
@@ -273,3 +273,28 @@ def test_a_stalled_caller_takes_a_fresh_slot_instead_of_crowding() -> None:
     assert throttle.late_slots == 1
     assert second.slot - first.slot >= 2 * policy.interval - 1e-6
     assert time.time() - second.slot < policy.slack_seconds
+
+
+def test_reserve_within_takes_a_slot_only_inside_the_wait_allowed(
+    limiter: DatabaseRateLimiter,
+) -> None:
+    first = limiter.reserve_within("k", 0.5, max_wait=0.1)
+    assert first is not None and first.wait == 0.0
+    # The next slot is 0.5 s away: refused within 0.1 s, and the budget is untouched.
+    with limiter.engine.connect() as conn:
+        before = conn.execute(select(rate_limit_state.c.tat)).scalar_one()
+    assert limiter.reserve_within("k", 0.5, max_wait=0.1) is None
+    with limiter.engine.connect() as conn:
+        assert conn.execute(select(rate_limit_state.c.tat)).scalar_one() == before
+    second = limiter.reserve_within("k", 0.5, max_wait=2.0)
+    assert second is not None
+    assert second.slot - first.slot == pytest.approx(0.5, abs=1e-6)
+
+
+def test_local_reserve_within_matches_the_database_one() -> None:
+    clock = FakeClock()
+    local = LocalRateLimiter(clock)
+    assert local.reserve_within("k", 0.5, max_wait=0.0) is not None
+    assert local.reserve_within("k", 0.5, max_wait=0.1) is None
+    granted = local.reserve_within("k", 0.5, max_wait=0.5)
+    assert granted is not None and granted.wait == pytest.approx(0.5)

@@ -64,6 +64,8 @@ class Operation:
     header_params: Mapping[str, str] = field(default_factory=dict)
     # Query or header parameters that must be given (path parameters always are).
     required_params: frozenset[str] = frozenset()
+    # Query or header parameters that are not plain strings: name → JSON schema.
+    param_schemas: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # Request bodies in other media types than JSON (media type → model).
     other_bodies: Mapping[str, type[BaseModel]] = field(default_factory=dict)
 
@@ -76,6 +78,12 @@ HEALTH = Operation(
     errors={503: "The database does not answer."},
     tags=("receiver",),
 )
+
+
+def _param_schema(op: Operation, name: str) -> dict[str, Any]:
+    if name in op.param_schemas:
+        return dict(op.param_schemas[name])
+    return {"type": "string"} | ({"minLength": 1} if name in op.required_params else {})
 
 
 class _Components:
@@ -121,8 +129,12 @@ def openapi_document(
                 "in": where,
                 "required": where == "path" or name in op.required_params,
                 "description": text,
-                "schema": {"type": "string"}
-                | ({"minLength": 1} if name in op.required_params else {}),
+                "schema": dict(op.param_schemas.get(name) or {"type": "string"})
+                | (
+                    {"minLength": 1}
+                    if name in op.required_params and name not in op.param_schemas
+                    else {}
+                ),
             }
             for where, params in (
                 ("path", op.path_params),

@@ -93,6 +93,52 @@ def peer_ip(scope: Scope) -> IPv4Address | IPv6Address | None:
     return address
 
 
+def _address(text: str) -> IPv4Address | IPv6Address | None:
+    """One `X-Forwarded-For` entry as an address: bare, `[v6]`, `[v6]:port` or `v4:port`."""
+    text = text.strip()
+    if text.startswith("["):
+        text = text[1:].partition("]")[0]
+    elif text.count(":") == 1:  # IPv4 with a port (a bare IPv6 has several colons)
+        text = text.partition(":")[0]
+    try:
+        address = ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def client_ip(
+    scope: Scope, trusted_proxies: Iterable[IPv4Network | IPv6Network] = ()
+) -> IPv4Address | IPv6Address | None:
+    """The client's address: the TCP peer, unless the peer is a trusted proxy.
+
+    Behind a trusted proxy the `X-Forwarded-For` chain is read from the right, skipping
+    the trusted proxies: the first other address is the client (what the outermost
+    trusted proxy saw). Entries further left were written by the client itself and are
+    never believed. An entry that is not an address makes the client unknown (None:
+    inside no allowlist); a chain of trusted proxies only gives its leftmost one.
+    """
+    peer = peer_ip(scope)
+    trusted = tuple(trusted_proxies)
+    if peer is None or not trusted or not ip_allowed(peer, trusted):
+        return peer
+    entries: list[str] = []
+    for name, value in scope["headers"]:
+        if name == b"x-forwarded-for":  # repeated headers form one list, in order
+            entries.extend(value.decode("latin-1").split(","))
+    client = peer
+    for entry in reversed(entries):
+        address = _address(entry)
+        if address is None:
+            return None
+        client = address
+        if not ip_allowed(address, trusted):
+            break
+    return client
+
+
 def ip_allowed(
     address: IPv4Address | IPv6Address | None, networks: Iterable[IPv4Network | IPv6Network]
 ) -> bool:

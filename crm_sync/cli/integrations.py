@@ -8,6 +8,7 @@ the registry (crm_sync.providers.<name>): the options below are generated from t
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -47,10 +48,13 @@ def _setup_fields() -> dict[str, dict[str, Any]]:
                     "help": info.description or "",
                     "bool": info.annotation is bool,
                     "multiple": getattr(info.annotation, "__origin__", None) is list,
-                    "env": field_meta(spec.setup, name).get("env"),
+                    "env": [],
                 },
             )
             entry["providers"].append(spec.name)
+            env = field_meta(spec.setup, name).get("env")
+            if env:
+                entry["env"].append(env)
     return fields
 
 
@@ -98,10 +102,24 @@ def setup_options(command: Callable[..., Any]) -> Callable[..., Any]:
             )
         else:
             option = click.option(
-                _flag(name), name, default=None, envvar=entry["env"], help=help_text
+                _flag(name), name, default=None, help=help_text + _env_help(entry["env"])
             )
         command = option(command)
     return command
+
+
+def _env_help(env: list[str]) -> str:
+    return f" (env: {', '.join(env)})" if env else ""
+
+
+def _from_env(spec: ProviderSpec, given: dict[str, Any]) -> None:
+    """Fill the provider's fields that were not given from their environment variables
+    (each provider its own: `--api-key` is CRM_SYNC_UON_API_KEY for U-ON and
+    CRM_SYNC_UNISENDER_API_KEY for Unisender)."""
+    for name in spec.setup.model_fields:
+        env = field_meta(spec.setup, name).get("env")
+        if name not in given and env and os.environ.get(env):
+            given[name] = os.environ[env]
 
 
 def _given(values: dict[str, Any]) -> dict[str, Any]:
@@ -194,6 +212,7 @@ def integrations_add(
     spec = get_provider(provider)
     given = _given(fields)
     _refuse_foreign(spec, given)
+    _from_env(spec, given)
     _ask_missing(spec, given)
     setup = _validate(spec.setup, given)
     parts = split_setup(setup)

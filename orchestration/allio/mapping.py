@@ -7,8 +7,8 @@ from datetime import UTC, datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from crm_sync.phones import normalize_phone
 from crm_sync.providers.allio import DEFAULT_TIME_ZONE
-from orchestration.core.phones import normalize_phone
 
 # The person a record names, which is also the contact's role: ids of a reserve's
 # `client` and a deal card's `buyer` may come from different ALLIO id spaces.

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from orchestration.core.phones import DEFAULT_PHONE_REGION, normalize_phone
+from crm_sync.phones import DEFAULT_PHONE_REGION, normalize_phone
 
 ROLE = "contact"
 SOURCE_ENTITY = "amocrm"

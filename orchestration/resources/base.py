@@ -42,11 +42,7 @@ from tenacity import (
 from tenacity.wait import wait_base
 
 from crm_schema.integrations import Integration
-from crm_sync.redaction import install_log_redaction, redact_body
-from crm_sync.registry import get_provider
-from crm_sync.settings import get_settings
-from orchestration.db import shared_engine
-from orchestration.ratelimit import (
+from crm_sync.ratelimit import (
     LANE_FRACTIONS,
     LIVE,
     DatabaseRateLimiter,
@@ -54,6 +50,10 @@ from orchestration.ratelimit import (
     Throttle,
     rate_keys,
 )
+from crm_sync.redaction import install_log_redaction, redact_body
+from crm_sync.registry import get_provider
+from crm_sync.settings import get_settings
+from orchestration.db import shared_engine
 from orchestration.resources.calllog import CallLog
 from orchestration.resources.errors import (
     ProviderAuthError,

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from crm_sync.ratelimit import Throttle
 from crm_sync.redaction import mask_personal_data, mask_url, redact_body
-from orchestration.ratelimit import Throttle
 from orchestration.resources.calllog import CallLog, CallRecord
 
 BODY_LOG_LIMIT = 4096

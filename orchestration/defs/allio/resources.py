@@ -3,8 +3,8 @@
 from typing import Any
 
 from crm_schema.integrations import Integration
+from crm_sync.ratelimit import Limiter
 from orchestration.allio.client import AllioClient
-from orchestration.ratelimit import Limiter
 from orchestration.resources.auth import BearerAuth
 from orchestration.resources.base import ProviderResource
 from orchestration.resources.transport import CallStats

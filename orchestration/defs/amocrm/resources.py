@@ -26,6 +26,7 @@ from crm_schema.provider_tokens import NewToken, TokenStore
 from crm_schema.task_queue import now_utc
 from crm_sync.oauth import OAuthError, read_token
 from crm_sync.providers.amocrm import default_api_base_url
+from crm_sync.ratelimit import Limiter
 from orchestration.amocrm.client import (
     BLOCK_SECONDS,
     BLOCKED_PREFIX,
@@ -35,7 +36,6 @@ from orchestration.amocrm.client import (
     AmocrmClient,
 )
 from orchestration.db import shared_engine
-from orchestration.ratelimit import Limiter
 from orchestration.resources.auth import BearerAuth, OAuth2RefreshAuth
 from orchestration.resources.base import ProviderResource
 from orchestration.resources.errors import ProviderResponseError

@@ -15,9 +15,9 @@ import orjson
 
 from crm_schema.integrations import Integration
 from crm_sync.providers.iiko import IikoSettings
+from crm_sync.ratelimit import Limiter
 from orchestration.db import shared_engine
 from orchestration.iiko.client import ACCESS_TOKEN_PATH, TOKEN_TTL_SECONDS, IikoClient
-from orchestration.ratelimit import Limiter
 from orchestration.resources.auth import FetchedTokenAuth, NewToken, TokenStore
 from orchestration.resources.base import ProviderResource
 from orchestration.resources.errors import ProviderResponseError

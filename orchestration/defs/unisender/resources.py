@@ -11,8 +11,8 @@ from typing import Any
 
 from crm_schema.integrations import Integration, clear_attention, set_attention
 from crm_sync.providers.unisender import DEFAULT_API_BASE_URL
+from crm_sync.ratelimit import Limiter
 from orchestration.db import shared_engine
-from orchestration.ratelimit import Limiter
 from orchestration.resources.base import ProviderResource
 from orchestration.resources.transport import CallStats
 from orchestration.unisender.client import ATTENTION_PREFIX, PROVIDER, UnisenderClient

@@ -32,6 +32,18 @@ SET tat = {greatest}(s.tat, {now}) + :interval, updated_at = CURRENT_TIMESTAMP
 RETURNING tat, {now} AS now
 """
 
+# The same step, taken only when the slot is at most :max_wait seconds away (no row
+# back otherwise): a caller with a deadline never pushes the budget for a slot it
+# would not use.
+_RESERVE_WITHIN = """
+INSERT INTO rate_limit_state AS s (key, tat, updated_at)
+VALUES (:key, {now} + :interval, CURRENT_TIMESTAMP)
+ON CONFLICT (key) DO UPDATE
+SET tat = {greatest}(s.tat, {now}) + :interval, updated_at = CURRENT_TIMESTAMP
+WHERE {greatest}(s.tat, {now}) + :interval - :ahead <= {now} + :max_wait
+RETURNING tat, {now} AS now
+"""
+
 _PENALIZE = """
 INSERT INTO rate_limit_state AS s (key, tat, updated_at)
 VALUES (:key, {now} + :seconds, CURRENT_TIMESTAMP)
@@ -87,6 +99,7 @@ class DatabaseRateLimiter:
         self.engine = engine
         dialect = engine.dialect.name
         self._reserve_sql = text(_sql(_RESERVE, dialect))
+        self._reserve_within_sql = text(_sql(_RESERVE_WITHIN, dialect))
         self._penalize_sql = text(_sql(_PENALIZE, dialect))
         self._postgres = dialect == "postgresql"
 
@@ -95,6 +108,22 @@ class DatabaseRateLimiter:
         if interval <= 0 or burst < 1:
             raise ValueError("interval must be > 0 and burst >= 1")
         row = self._execute(self._reserve_sql, {"key": key, "interval": interval})
+        return _reservation(key, float(row.tat), float(row.now), interval, burst)
+
+    def reserve_within(
+        self, key: str, interval: float, max_wait: float, burst: int = 1
+    ) -> Reservation | None:
+        """Take ``key``'s next slot only if it is at most ``max_wait`` seconds away (None:
+        nothing taken, the budget untouched)."""
+        if interval <= 0 or burst < 1:
+            raise ValueError("interval must be > 0 and burst >= 1")
+        params = {"key": key, "interval": interval, "ahead": burst * interval, "max_wait": max_wait}
+        with self.engine.begin() as conn:
+            if self._postgres:
+                conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+            row = conn.execute(self._reserve_within_sql, params).first()
+        if row is None:
+            return None
         return _reservation(key, float(row.tat), float(row.now), interval, burst)
 
     def penalize(self, key: str, seconds: float) -> float:
@@ -127,6 +156,20 @@ class LocalRateLimiter:
         with self._lock:
             now = self._clock()
             tat = max(self._tat.get(key, 0.0), now) + interval
+            self._tat[key] = tat
+        return _reservation(key, tat, now, interval, burst)
+
+    def reserve_within(
+        self, key: str, interval: float, max_wait: float, burst: int = 1
+    ) -> Reservation | None:
+        """Take the next slot of ``key`` only if it is at most ``max_wait`` seconds away."""
+        if interval <= 0 or burst < 1:
+            raise ValueError("interval must be > 0 and burst >= 1")
+        with self._lock:
+            now = self._clock()
+            tat = max(self._tat.get(key, 0.0), now) + interval
+            if tat - burst * interval > now + max_wait:
+                return None
             self._tat[key] = tat
         return _reservation(key, tat, now, interval, burst)
 

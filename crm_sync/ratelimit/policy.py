@@ -14,11 +14,24 @@ import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
-from crm_schema.integrations import Integration
+from crm_sync.ratelimit.gcra import Limiter, Reservation
 from crm_sync.registry import ProviderSpec, RatePolicy
-from orchestration.ratelimit.gcra import Limiter, Reservation
+
+
+class Integration(Protocol):
+    """What the keys read of an integration (crm_schema's `Integration` has it)."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def credentials(self) -> Mapping[str, Any]: ...
+
+    @property
+    def settings(self) -> Mapping[str, Any]: ...
+
 
 LIVE = "live"
 LANE_FRACTIONS: dict[str, float] = {"backfill": 0.5, "reconcile": 0.5}

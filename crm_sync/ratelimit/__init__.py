@@ -1,13 +1,12 @@
 """The shared rate limiter: GCRA in ``rate_limit_state``, limiter keys, lanes, throttles."""
 
-from crm_sync.registry import RatePolicy
-from orchestration.ratelimit.gcra import (
+from crm_sync.ratelimit.gcra import (
     DatabaseRateLimiter,
     Limiter,
     LocalRateLimiter,
     Reservation,
 )
-from orchestration.ratelimit.policy import (
+from crm_sync.ratelimit.policy import (
     LANE_FRACTIONS,
     LANES,
     LIVE,
@@ -15,6 +14,7 @@ from orchestration.ratelimit.policy import (
     Throttle,
     rate_keys,
 )
+from crm_sync.registry import RatePolicy
 
 __all__ = [
     "LANES",
