@@ -38,7 +38,7 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 
 ## bench: every benchmark (tables on stdout, JSON under bench/results/)
-bench: bench-receiver bench-quota bench-sync bench-iiko bench-amocrm bench-unisender
+bench: bench-receiver bench-quota bench-sync bench-iiko bench-amocrm bench-unisender bench-uon
 
 bench-receiver: $(STAMP)
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)

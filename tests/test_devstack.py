@@ -44,14 +44,17 @@ def test_demo_stack_shows_finished_runs(tmp_path: Path) -> None:
     engine = make_engine(database_url)
     try:
         deadline = time.monotonic() + 150
-        done = orders = 0
+        done = orders = logged = 0
         while time.monotonic() < deadline and proc.poll() is None:
             with engine.connect() as conn:
                 done = conn.execute(
                     text("SELECT count(*) FROM allio_tasks WHERE status = 2")
                 ).scalar()
                 orders = conn.execute(text("SELECT count(*) FROM orders")).scalar()
-            if done >= 80 and orders >= 31:
+                logged = conn.execute(
+                    text("SELECT count(*) FROM uon_calls WHERE log_status = 'succeeded'")
+                ).scalar()
+            if done >= 80 and orders >= 31 and logged >= 3:
                 break
             time.sleep(1)
         assert proc.poll() is None, "the launcher exited early"
@@ -66,6 +69,13 @@ def test_demo_stack_shows_finished_runs(tmp_path: Path) -> None:
         with engine.connect() as conn:
             assert conn.execute(text("SELECT count(*) FROM reserves")).scalar() > 0
             assert conn.execute(text("SELECT count(*) FROM contacts")).scalar() > 0
+        # U-ON: three demo calls logged as U-ON leads, the click-to-call reached the PBX,
+        # the known caller is a customer and the lookups filled the shared cache.
+        assert logged == 3, f"{logged} of 3 demo calls logged to U-ON"
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM uon_originations WHERE ok")).scalar()
+            assert conn.execute(text("SELECT count(*) FROM customers")).scalar() > 0
+            assert conn.execute(text("SELECT count(*) FROM uon_phone_cache")).scalar() >= 2
         health = httpx.get(f"http://127.0.0.1:{ports['RECEIVER']}/healthz", timeout=5)
         assert health.status_code == 200
         ui = httpx.get(f"http://127.0.0.1:{ports['DAGSTER']}/server_info", timeout=5)
@@ -75,6 +85,7 @@ def test_demo_stack_shows_finished_runs(tmp_path: Path) -> None:
         output, _ = proc.communicate(timeout=60)
         engine.dispose()
     assert "crm-sync demo is up" in output
+    assert "(from uon," in output and "(from cache," in output  # U-ON, then the cache
     noisy = [line for line in output.splitlines() if "warn" in line.lower()]
     assert noisy == [], "make dev should print no warnings"
 

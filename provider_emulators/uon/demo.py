@@ -1,6 +1,6 @@
 """U-ON's part of `make dev`: a demo travel agency on the U-ON emulator (with the PBX
-stand-in under /pbx), a few telephony calls, a client-changed webhook and a
-click-to-call.
+stand-in under /pbx), a few telephony calls, a client-changed webhook, a click-to-call
+and client-by-phone lookups (the first asks U-ON, the second comes from the cache).
 
 Numbers ending in an even digit are U-ON clients, odd ones are not; see the calls the
 PBX was asked to make at `/pbx/_admin/calls` and U-ON's lead log at `/_admin/leads`.
@@ -9,7 +9,10 @@ PBX was asked to make at `/pbx/_admin/calls` and U-ON's lead log at `/_admin/lea
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
+
+import httpx
 
 from provider_emulators.demo import CrmSync, Demo
 from provider_emulators.uon.payloads import UonWebhook
@@ -44,7 +47,7 @@ def ensure_integrations(crm_sync: CrmSync, api_base_url: str) -> list[dict[str, 
     if existing:  # `list` masks webhook keys; the demo needs the real URLs to post to
         shown = crm_sync("integrations", "show", str(existing[0]["id"]), "--json",
                          "--reveal-webhook-url")  # fmt: skip
-        return [json.loads(shown)]
+        return [_with_token(crm_sync, json.loads(shown))]
     args = ["integrations", "add", "--provider", "uon", "--name", NAME,
             "--api-base-url", api_base_url, "--log-calls", "--user-extensions", "2=151,4=152",
             "--default-region", "BY", "--account-id", ACCOUNT_ID,
@@ -52,7 +55,32 @@ def ensure_integrations(crm_sync: CrmSync, api_base_url: str) -> list[dict[str, 
     added = crm_sync(
         *args, CRM_SYNC_UON_API_KEY=DEFAULT_API_KEY, CRM_SYNC_UON_PBX_SECRET=PBX_SECRET
     )
-    return [json.loads(added)]
+    return [_with_token(crm_sync, json.loads(added))]
+
+
+def _with_token(crm_sync: CrmSync, item: dict[str, Any]) -> dict[str, Any]:
+    """The integration with an operator token for the demo's lookups (never printed)."""
+    name = f"uon-demo-lookups-{int(time.time())}"
+    token = json.loads(crm_sync("operator-tokens", "create", name, "--json"))["token"]
+    return item | {"demo_operator_token": token}
+
+
+def _lookups(receiver: str, item: dict[str, Any]) -> None:
+    """Who is calling: each number twice — U-ON, then the shared cache."""
+    headers = {"Authorization": f"Bearer {item['demo_operator_token']}"}
+    url = f"{receiver}/api/v1/uon/customers/by-phone"
+    with httpx.Client(headers=headers, timeout=10) as http:
+        for phone in ("+" + KNOWN, UNKNOWN, "+" + KNOWN):
+            started = time.monotonic()
+            got = http.get(url, params={"phone": phone, "integration": item["id"]})
+            took = (time.monotonic() - started) * 1000
+            body = got.json() if got.status_code == 200 else {}
+            who = (body.get("customer") or {}).get("name") or "no U-ON client"
+            print(
+                f"  {item['name']}: who is {phone}? → {got.status_code} {who} "
+                f"(from {body.get('source', '?')}, {took:.0f} ms)",
+                flush=True,
+            )
 
 
 def send_demo_traffic(receiver: str, integrations: list[dict[str, Any]]) -> None:
@@ -77,6 +105,7 @@ def send_demo_traffic(receiver: str, integrations: list[dict[str, Any]]) -> None
         click = UonWebhook(method="call", user_id="2", phone=KNOWN, uon_id=ACCOUNT_ID)
         sent = send_uon_webhooks(uon, [click], encoding="json", russian=True)
         print(f"  {name}: click-to-call → {sent['statuses']} {sent['answers'][:1]}", flush=True)
+        _lookups(receiver, item)
 
 
 DEMO = Demo(
