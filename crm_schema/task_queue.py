@@ -74,6 +74,11 @@ def as_utc(value: datetime | str | None) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def _is_number(text: str) -> bool:
+    # ASCII digits only: str.isdigit() is also true for '³' or '٣', which int() refuses.
+    return text.isascii() and text.isdigit()
+
+
 def parse_external_ids(raw: str | None) -> tuple[str, ...]:
     """The JSON array of ids → ids as strings (numbers as digits; bad input → empty)."""
     try:
@@ -87,13 +92,13 @@ def parse_external_ids(raw: str | None) -> tuple[str, ...]:
         if isinstance(value, int) and not isinstance(value, bool):
             out.append(str(value))
         elif isinstance(value, str) and value.strip():
-            out.append(str(int(value)) if value.strip().isdigit() else value.strip())
+            out.append(str(int(value)) if _is_number(value.strip()) else value.strip())
     return tuple(out)
 
 
 def dump_external_ids(ids: Sequence[int | str]) -> str:
     """Ids as the JSON array tasks store (numbers stay numbers: `[111,222]`)."""
-    return json.dumps([int(i) if str(i).isdigit() else str(i) for i in ids])
+    return json.dumps([int(i) if _is_number(str(i)) else str(i) for i in ids])
 
 
 @dataclass(frozen=True)

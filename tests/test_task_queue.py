@@ -16,7 +16,9 @@ from crm_schema.task_queue import (
     NewTask,
     RetryPolicy,
     TaskQueue,
+    dump_external_ids,
     now_utc,
+    parse_external_ids,
 )
 from orchestration.core.heartbeat import Heartbeat, last_beats
 from orchestration.core.sync_engine import call_cost
@@ -250,3 +252,11 @@ def test_external_ids_round_trip_numbers_and_uuids() -> None:
     assert parse_external_ids(raw) == ("111", "222", "0b7d6c3e-1f2a-4b5c-9d8e-7f6a5b4c3d2e")
     assert parse_external_ids('[true, null, "", 5]') == ("5",)
     assert parse_external_ids("not json") == parse_external_ids('{"a": 1}') == ()
+
+
+def test_only_ascii_digit_ids_are_stored_as_numbers() -> None:
+    # str.isdigit() is true for '³' and '٣', which int() refuses: such ids stay strings
+    # (a sensor tick that raised on one would stop the whole inbox behind it).
+    stored = dump_external_ids([111, "222", "³0", "٣", "abc"])
+    assert stored == '[111, 222, "\\u00b30", "\\u0663", "abc"]'
+    assert parse_external_ids(stored) == ("111", "222", "³0", "٣", "abc")

@@ -135,7 +135,7 @@ def event(
                 integration_id=integration.id,
                 source="telephony",
                 event=kind,
-                # The receiver keeps only call ids that fit in the column.
+                # Older rows may lack the call id as external_id: it is in the payload.
                 external_id=call_id if len(call_id) <= 64 else None,
                 phone=phone,
                 payload={"raw": raw, **raw},
@@ -283,6 +283,20 @@ def test_a_call_id_too_long_for_the_inbox_column_is_read_from_the_payload(crm, e
     event(engine, integ, "start", long_id, unknown_number(), direction="out")
     drain(url, engine)
     assert calls_of(engine)[long_id]["direction"] == "out"
+
+
+def test_call_ids_are_kept_exactly_as_sent_whatever_their_characters(crm, emu):
+    # "007" and "7" are two calls; "³0" is digits to str.isdigit() but not to int().
+    url, engine = crm
+    integ = add_uon(engine, emu.url)
+    ids = ["007", "7", "³0", "٣"]
+    for call_id in ids:
+        event(engine, integ, "start", call_id, unknown_number(), direction="in")
+    stats = drain(url, engine)
+    assert sorted(calls_of(engine)) == sorted(ids)
+    with engine.connect() as conn:
+        statuses = conn.execute(select(uon_tasks.c.status)).scalars().all()
+    assert statuses and set(statuses) == {2}, stats
 
 
 def test_a_number_of_two_clients_caches_both_as_the_lookup_does(crm, emu):

@@ -52,6 +52,7 @@ from crm_sync.providers.uon import UonSettings
 from orchestration.core.sync_engine import StoreResult
 from orchestration.uon.tasks import (
     CALL,
+    CALL_KEY,
     CUSTOMER,
     DELETE,
     ENTITIES,
@@ -131,11 +132,9 @@ def _number(value: Any) -> float | None:
 
 
 def _call_key(value: Any) -> str | None:
-    """A call id as the task queue writes it (its id list turns digits into numbers)."""
+    """A call's task id: the call id exactly as sent, prefixed (see tasks.CALL_KEY)."""
     text = _text(value, 128)
-    if text is None:
-        return None
-    return str(int(text)) if text.isdigit() else text
+    return None if text is None else CALL_KEY + text
 
 
 def _once_each(

@@ -33,6 +33,9 @@ ENTITIES = (CALL, CUSTOMER, REQUEST)
 DELETE = "delete"
 TELEPHONY = "telephony"
 # External-id prefixes (one entity, several kinds of id).
+# Task ids carry a prefix: the queue stores digit-only ids as numbers, and a call id
+# such as "007" must stay what the telephony sent.
+CALL_KEY = "call:"
 PHONE_KEY = "phone:"
 ID_KEY = "id:"
 LEAD_KEY = "lead:"
@@ -46,6 +49,7 @@ _ID = re.compile(r"^[A-Za-z0-9_-]{1,60}$")
 
 __all__ = [
     "CALL",
+    "CALL_KEY",
     "CUSTOMER",
     "DELETE",
     "ENTITIES",
@@ -108,7 +112,7 @@ def tasks_for_row(row: Row[Any]) -> list[NewTask]:
                     error="telephony event names no call id",
                 )
             ]
-        tasks = [NewTask(entity=CALL, command=event, external_ids=[call_id], **common)]
+        tasks = [NewTask(entity=CALL, command=event, external_ids=[CALL_KEY + call_id], **common)]
         phone = (row.phone or "").strip()
         if _E164.match(phone):
             tasks.append(
