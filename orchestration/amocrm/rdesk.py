@@ -68,7 +68,7 @@ def _lead_id(value: Any) -> int:
         raise ValueError("must be a lead id (digits)")
     if isinstance(value, int):
         number = value
-    elif isinstance(value, str) and value.strip().isdigit():
+    elif isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
         number = int(value.strip())
     else:
         raise ValueError("must be a lead id (digits)")
@@ -121,7 +121,7 @@ def _bill_num(value: Any) -> int | None:
         raise ValueError("must be a bill number or an empty string")
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
         return int(value.strip())
     raise ValueError("must be a bill number or an empty string")
 

@@ -592,7 +592,11 @@ class AmocrmSync:
         by_integration: dict[int, list[Task]] = defaultdict(list)
         ended: list[Finished] = []
         for task in sorted(tasks, key=lambda x: x.id):
-            if not task.external_ids or not task.external_ids[0].isdigit():
+            if (
+                not task.external_ids
+                or not task.external_ids[0].isascii()
+                or not task.external_ids[0].isdigit()
+            ):
                 ended.append(Finished(task, error="no valid contact id", final=True))
                 continue
             by_integration[task.integration_id].append(task)
