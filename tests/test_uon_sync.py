@@ -395,6 +395,30 @@ def test_client_webhooks_refresh_customers_and_the_cache(crm, emu):
     assert customer_rows(engine)["1001"]["deleted_at"] is not None
 
 
+def test_a_client_webhook_received_before_the_last_read_costs_no_call(crm, emu):
+    # A copy delivered before U-ON was read but taken from the inbox after it (copies of
+    # one webhook split by the sensor's ticks) is answered by that read.
+    url, engine = crm
+    integ = add_uon(engine, emu.url)
+    client_id = known_number().lstrip("+")
+    before = now_utc()
+    webhook(engine, integ, 4, client_id=client_id)
+    since = time.time()
+    drain(url, engine)
+    assert len(emu.calls(f"/user/{client_id}", since)) == 1
+    copy = webhook(engine, integ, 4, client_id=client_id)
+    with engine.begin() as conn:
+        conn.execute(update(uon_inbox).where(uon_inbox.c.id == copy).values(received_at=before))
+    drain(url, engine)
+    assert len(emu.calls(f"/user/{client_id}", since)) == 1
+    # A change webhook that arrived after that read is read again.
+    webhook(engine, integ, 4, client_id=client_id)
+    drain(url, engine)
+    assert len(emu.calls(f"/user/{client_id}", since)) == 2
+    with engine.connect() as conn:
+        assert conn.execute(select(uon_tasks.c.status)).scalars().all() == [TASK_DONE] * 3
+
+
 def test_request_and_lead_webhooks_and_other_types(crm, emu):
     url, engine = crm
     integ = add_uon(engine, emu.url)

@@ -223,6 +223,18 @@ class UonSyncHandler:
                 current = newest.get((task.integration_id, key))
                 if current is None or task.id > current.id:
                     newest[(task.integration_id, key)] = task
+        # A client read from U-ON after a change webhook arrived already holds that change
+        # (U-ON sends it once the change is made): copies of one webhook, or a burst of
+        # them, cost one call however the inbox sensor and the claims split them.
+        refreshed = _refreshed_at(conn, list(newest))
+        received = _received_at(conn, [t.id for t in tasks if t.entity == CUSTOMER])
+        for task in tasks:
+            if task.entity != CUSTOMER or not task.external_ids or task.id not in received:
+                continue
+            key = task.external_ids[0]
+            synced = refreshed.get((task.integration_id, key))
+            if synced is not None and synced >= received[task.id]:
+                known[task.id] = [{"key": key, "fresh": True}]
         # A client's newest webhook decides: a delete tombstones it (no call), whatever
         # older change webhooks the claim holds; otherwise U-ON is read.
         deleted = {k for k, task in newest.items() if task.command == DELETE}
@@ -325,6 +337,9 @@ class UonSyncHandler:
                 result.upserted += len(profiles)
                 if profiles:
                     link_calls(conn, integration_id, phone, profiles[0]["uon_id"])
+                continue
+            if record.get("fresh"):
+                extra["customers_already_fresh"] += 1
                 continue
             external_id = key[len(ID_KEY) :]
             old = customer_phones(conn, integration_id, [external_id])
@@ -448,6 +463,43 @@ def _known_customer(conn: Connection, integration_id: int, phone: str) -> str | 
         .order_by(c.synced_at.desc(), c.id.desc())
         .limit(1)
     ).scalar()
+
+
+def _refreshed_at(
+    conn: Connection, keys: Sequence[tuple[int, str]]
+) -> dict[tuple[int, str], datetime]:
+    """When each (integration, `id:` task key) client was last read from U-ON (live ones)."""
+    out: dict[tuple[int, str], datetime] = {}
+    by_integration: dict[int, list[str]] = defaultdict(list)
+    for integration_id, key in keys:
+        by_integration[integration_id].append(key[len(ID_KEY) :])
+    c = customers.c
+    for integration_id, ids in by_integration.items():
+        rows = conn.execute(
+            select(c.external_id, c.synced_at).where(
+                c.integration_id == integration_id,
+                c.external_id.in_(ids),
+                c.deleted_at.is_(None),
+            )
+        )
+        for row in rows:
+            synced = _aware(row.synced_at)
+            if synced is not None:
+                out[(integration_id, ID_KEY + row.external_id)] = synced
+    return out
+
+
+def _received_at(conn: Connection, task_ids: Sequence[int]) -> dict[int, datetime]:
+    """When the webhook behind each task reached the receiver."""
+    if not task_ids:
+        return {}
+    t, i = uon_tasks.c, uon_inbox.c
+    rows = conn.execute(
+        select(t.id, i.received_at)
+        .select_from(uon_tasks.join(uon_inbox, i.id == t.webhook_id))
+        .where(t.id.in_(list(task_ids)))
+    )
+    return {row.id: at for row in rows if (at := _aware(row.received_at)) is not None}
 
 
 def link_calls(conn: Connection, integration_id: int, phone: str, external_id: str | None) -> int:
