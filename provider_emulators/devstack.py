@@ -112,8 +112,9 @@ def main() -> int:
             str(dagster_port),
             cwd=Path(env["DAGSTER_HOME"]),
         )
-        up = all(_wait_http(url + demo.health_path, 30) for demo, url in demos)
-        if not (up and _wait_http(receiver + "/healthz", 30)):
+        # A minute: a busy machine starts the emulators, receiver and Dagster at once.
+        up = all(_wait_http(url + demo.health_path, 60) for demo, url in demos)
+        if not (up and _wait_http(receiver + "/healthz", 60)):
             print("devstack: an emulator or the receiver did not come up", file=sys.stderr)
             return 1
         crm_sync = _crm_sync(env)

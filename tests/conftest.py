@@ -149,10 +149,3 @@ def count_rows(engine: Engine, table: str) -> int:
     """Row count of a table (helper for assertions)."""
     with engine.connect() as conn:
         return conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The reliability suite's classes first: each starts a whole stack and runs for
-    minutes, so under `--dist loadscope` they should start on every worker at once,
-    with the short tests filling in around them, not run as the suite's tail."""
-    items.sort(key=lambda item: 0 if item.nodeid.startswith("tests/test_reliability.py") else 1)

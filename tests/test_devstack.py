@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -80,9 +81,16 @@ def test_demo_stack_shows_finished_runs(tmp_path: Path) -> None:
         assert health.status_code == 200
         ui = httpx.get(f"http://127.0.0.1:{ports['DAGSTER']}/server_info", timeout=5)
         assert ui.status_code == 200
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+    except AssertionError as exc:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
         output, _ = proc.communicate(timeout=60)
+        raise AssertionError(f"{exc}\n--- launcher output ---\n{output[-6000:]}") from None
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        if proc.returncode is None:
+            output, _ = proc.communicate(timeout=60)
         engine.dispose()
     assert "crm-sync demo is up" in output
     assert "(from uon," in output and "(from cache," in output  # U-ON, then the cache

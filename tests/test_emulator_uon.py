@@ -554,6 +554,8 @@ class FakeCrmSync:
             return json.dumps(self.existing)
         if args[:2] == ("integrations", "show"):
             return json.dumps({**self.existing[0], "webhook_key": "revealed"})
+        if args[:2] == ("operator-tokens", "create"):
+            return json.dumps({"id": 1, "name": args[2], "token": "op-token-0123"})
         return json.dumps({"id": 5, "name": "Demo travel agency", "webhook_key": "k5"})
 
 
@@ -564,7 +566,8 @@ def test_demo_adds_the_travel_agency_once_without_secrets_in_arguments() -> None
     fake = FakeCrmSync()
     [added] = DEMO.ensure_integrations(fake, "http://127.0.0.1:8094")
     assert added["webhook_key"] == "k5"
-    args, env = fake.calls[-1]
+    assert added["demo_operator_token"] == "op-token-0123"  # for the demo's lookups
+    [(args, env)] = [c for c in fake.calls if c[0][:2] == ("integrations", "add")]
     assert args[:4] == ("integrations", "add", "--provider", "uon")
     expected = {
         "--pbx-url": "http://127.0.0.1:8094/pbx",
@@ -588,7 +591,8 @@ def test_demo_traffic_calls_a_client_change_and_a_click_to_call(
     recorder: tuple[Recorder, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     rec, base = recorder
-    DEMO.send_webhooks(base, [{"id": 5, "name": "Demo travel agency", "webhook_key": "k5"}])
+    item = {"id": 5, "name": "Demo travel agency", "webhook_key": "k5"}
+    DEMO.send_webhooks(base, [item | {"demo_operator_token": "op-token-0123"}])
     telephony = [s for s in rec.seen if s["path"] == "/webhooks/telephony/k5"]
     uon_hooks = [s for s in rec.seen if s["path"] == "/webhooks/uon/k5"]
     events = [orjson.loads(s["body"]) for s in telephony]
@@ -598,5 +602,10 @@ def test_demo_traffic_calls_a_client_change_and_a_click_to_call(
     assert changed["type_id"] == "4" and changed["client_id"] == KNOWN_PHONE
     click = orjson.loads(uon_hooks[1]["body"])
     assert click["метод"] == "call" and click["ID пользователя"] == "2"
+    lookups = [s for s in rec.seen if s["path"] == "/api/v1/uon/customers/by-phone"]
+    known = "+" + KNOWN_PHONE
+    assert [s["query"]["phone"] for s in lookups] == [known, UNKNOWN_PHONE, known]
+    assert {s["headers"]["authorization"] for s in lookups} == {"Bearer op-token-0123"}
     printed = capsys.readouterr().out
     assert "click-to-call" in printed and "client changed" in printed
+    assert "who is" in printed and "op-token" not in printed

@@ -339,7 +339,11 @@ def test_secret_and_ip_allowlist(database_url: str, engine: Engine) -> None:
 
         # An allowlist without this address: 403 on both routes, key or not.
         set_settings(engine, integ, ip_allowlist=["192.0.2.0/24"])
-        assert eventually(lambda: client.get(SEED_PATH, params=q).status_code == 403)
+        # Both routes' views of the settings refresh on their own: probe each with a body
+        # that is refused (422, nothing written) while the allowlist is not yet seen.
+        probe = {"type_id": "not a number"}
+        assert eventually(lambda: client.get(SEED_PATH, params=probe).status_code == 403)
+        assert eventually(lambda: client.get(key_path(integ), params=probe).status_code == 403)
         for resp in (
             client.get(SEED_PATH, params=q | {"secret": key}),
             client.get(key_path(integ), params=q),
@@ -350,7 +354,9 @@ def test_secret_and_ip_allowlist(database_url: str, engine: Engine) -> None:
 
         # This address allowed: no secret needed (a wrong one still refused).
         set_settings(engine, integ, ip_allowlist=["127.0.0.0/8"])
-        assert eventually(lambda: client.get(SEED_PATH, params=q).status_code == 200)
+        assert eventually(lambda: client.get(SEED_PATH, params=probe).status_code == 422)
+        assert eventually(lambda: client.get(key_path(integ), params=probe).status_code == 422)
+        assert client.get(SEED_PATH, params=q).status_code == 200
         assert_error(client.get(SEED_PATH, params=q | {"secret": "wrong"}), 401)
         time.sleep(0.2)
     assert count_rows(engine, "uon_inbox") == 4
