@@ -452,17 +452,8 @@ def _apply_event(row: dict[str, Any], event: Mapping[str, Any], settings: UonSet
 
 
 def _known_customer(conn: Connection, integration_id: int, phone: str) -> str | None:
-    c = customers.c
-    return conn.execute(
-        select(c.external_id)
-        .where(
-            c.integration_id == integration_id,
-            c.deleted_at.is_(None),
-            (c.phone == phone) | (c.phone_mobile == phone),
-        )
-        .order_by(c.synced_at.desc(), c.id.desc())
-        .limit(1)
-    ).scalar()
+    found = customers_by_phone(conn, integration_id, phone)
+    return found[0]["external_id"] if found else None
 
 
 def _refreshed_at(

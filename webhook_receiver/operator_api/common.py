@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -24,6 +23,7 @@ from starlette.responses import Response
 
 from crm_schema import operator_tokens
 from crm_schema.engine import make_engine
+from webhook_receiver.lazy_engine import LazyEngine
 from webhook_receiver.responses import JSON
 from webhook_receiver.security import (
     BadContentLength,
@@ -139,22 +139,16 @@ class OperatorApi:
 
     def __init__(self, receiver: Receiver) -> None:
         self.receiver = receiver
-        self._engine: Engine | None = None
-        self._lock = threading.Lock()
+        self._lazy = LazyEngine(lambda: make_engine(receiver.config.database_url))
 
     @property
     def engine(self) -> Engine:
-        with self._lock:
-            if self._engine is None:
-                self._engine = make_engine(self.receiver.config.database_url)
-            return self._engine
+        """The operator API's engine (made on first use)."""
+        return self._lazy.engine
 
     def close(self) -> None:
         """Release the engine's connections (at shutdown)."""
-        with self._lock:
-            if self._engine is not None:
-                self._engine.dispose()
-                self._engine = None
+        self._lazy.close()
 
     async def transaction(self, work: Callable[[Connection], T]) -> T:
         """Run ``work`` in one transaction in a worker thread; an unreachable or locked

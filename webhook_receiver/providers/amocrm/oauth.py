@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
@@ -37,6 +36,7 @@ from crm_schema.provider_tokens import NewToken, StoredToken, TokenStore, consum
 from crm_sync import encryption
 from crm_sync.oauth import OAuthError, exchange_code
 from crm_sync.providers.amocrm import default_api_base_url
+from webhook_receiver.lazy_engine import LazyEngine
 from webhook_receiver.openapi import Operation
 from webhook_receiver.responses import error_response, json_response
 
@@ -184,21 +184,16 @@ class OAuthCallback:
 
     def __init__(self, receiver: Receiver) -> None:
         self.receiver = receiver
-        self._engine: Engine | None = None
-        self._lock = threading.Lock()
+        self._lazy = LazyEngine(lambda: make_engine(receiver.config.database_url))
 
     @property
     def engine(self) -> Engine:
-        with self._lock:
-            if self._engine is None:
-                self._engine = make_engine(self.receiver.config.database_url)
-            return self._engine
+        """The callback's engine (made on first use)."""
+        return self._lazy.engine
 
     def close(self) -> None:
-        with self._lock:
-            if self._engine is not None:
-                self._engine.dispose()
-                self._engine = None
+        """Release the engine's connections (at shutdown)."""
+        self._lazy.close()
 
     async def endpoint(self, request: Request) -> Response:
         params = request.query_params

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
@@ -31,6 +30,7 @@ from crm_schema.providers.uon import uon_inbox, uon_originations
 from crm_schema.providers.uon_customers import customer_phones, drop_cached
 from crm_schema.tables import integrations
 from crm_sync.providers.uon import DEFAULT_REGION, SPEC, UonSettings
+from webhook_receiver.lazy_engine import LazyEngine
 from webhook_receiver.stores import StoreUnavailable
 from webhook_receiver.stores.base import Network, parse_allowlist
 
@@ -140,37 +140,34 @@ class UonDatabase:
 
     def __init__(self, config: ReceiverConfig) -> None:
         self.config = config
-        self._engine: Engine | None = None
-        self._lock = threading.Lock()
+        self._lazy = LazyEngine(self._make_engine)
         self._accounts: dict[int, Account] = {}
         self._loaded_at = -math.inf
         self._reload: asyncio.Lock | None = None
 
+    def _make_engine(self) -> Engine:
+        options: dict[str, Any] = {}
+        url = self.config.database_url
+        if normalize_url(url).get_backend_name() != "sqlite":
+            # Bounded like the store's: a database that does not answer is a 503.
+            timeout_ms = int(self.config.statement_timeout_seconds * 1000)
+            options["connect_args"] = {
+                "connect_timeout": max(1, math.ceil(self.config.connect_timeout_seconds)),
+                "options": f"-c statement_timeout={timeout_ms}",
+            }
+        else:
+            # A locked database is a 503 as soon as the store's would be.
+            options["sqlite_busy_timeout_ms"] = int(self.config.sqlite_busy_timeout_ms)
+        return make_engine(url, **options)
+
     @property
     def engine(self) -> Engine:
-        with self._lock:
-            if self._engine is None:
-                options: dict[str, Any] = {}
-                url = self.config.database_url
-                if normalize_url(url).get_backend_name() != "sqlite":
-                    # Bounded like the store's: a database that does not answer is a 503.
-                    timeout_ms = int(self.config.statement_timeout_seconds * 1000)
-                    options["connect_args"] = {
-                        "connect_timeout": max(1, math.ceil(self.config.connect_timeout_seconds)),
-                        "options": f"-c statement_timeout={timeout_ms}",
-                    }
-                else:
-                    # A locked database is a 503 as soon as the store's would be.
-                    options["sqlite_busy_timeout_ms"] = int(self.config.sqlite_busy_timeout_ms)
-                self._engine = make_engine(url, **options)
-            return self._engine
+        """The U-ON routes' engine (made on first use)."""
+        return self._lazy.engine
 
     def close(self) -> None:
         """Release the engine's connections (at shutdown)."""
-        with self._lock:
-            if self._engine is not None:
-                self._engine.dispose()
-                self._engine = None
+        self._lazy.close()
 
     async def transaction(self, work: Callable[[Connection], T]) -> T:
         """``work`` in one transaction, in a worker thread (StoreUnavailable: database
